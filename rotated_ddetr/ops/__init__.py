@@ -1,0 +1,9 @@
+"""Compiled ops (rotated IoU, rotated NMS, multi-scale deformable attention) and their pure-PyTorch twins.
+
+Each op dispatches to the compiled kernel of `rotated_ddetr._C` when one exists for the inputs' device and to its
+`*_reference` twin otherwise; `backend(op, device)` says which one runs.
+"""
+
+from rotated_ddetr.ops._extension import backend, extension_loaded, has_kernel
+
+__all__ = ["backend", "extension_loaded", "has_kernel"]
