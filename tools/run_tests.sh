@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv (tools/setup_env.sh), compiles the CUDA kernels when nvcc is present (no GPU
+# needed), then runs the test suite (slow tests too with RUN_SLOW=1). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash tools/setup_env.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+if command -v nvcc >/dev/null 2>&1 && [[ ${SKIP_CUDA_CHECK:-0} != 1 ]]; then
+  bash tools/check_cuda_build.sh
+fi
+ruff check . && ruff format --check .
+markers=(-m "not slow")
+[[ ${RUN_SLOW:-0} == 1 ]] && markers=()
+status=0
+python -m pytest "${markers[@]}" "$@" || status=$?
+if [[ $status == 5 ]]; then
+  echo "pytest collected no tests: that is a failure"; exit 1
+fi
+exit $status
