@@ -1,0 +1,62 @@
+"""Post-processing: `DetectorOutput` (last decoder layer) -> per-image `Detections` in canonical pixel rboxes.
+
+Runs after the detector at inference; tiled inference then shifts, merges and NMS-es these per-tile detections.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from rotated_ddetr.boxes import canonicalize_rboxes, denormalize_rboxes
+from rotated_ddetr.model.detector import DetectorOutput
+
+
+@dataclass
+class Detections:
+    """The detections of one image.
+
+    Attributes:
+        rboxes: (K, 5) float canonical (le90) pixel rboxes (cx, cy, w, h, angle in radians).
+        scores: (K,) float sigmoid scores in [0, 1], decreasing.
+        labels: (K,) int64 class indices.
+    """
+
+    rboxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def postprocess(
+    outputs: DetectorOutput,
+    image_sizes: torch.Tensor | None = None,
+    top_k: int = 500,
+    score_threshold: float = 0.0,
+) -> list[Detections]:
+    """Turns the final decoder layer's predictions into detections (Deformable DETR's PostProcess, rotated).
+
+    Every (query, class) pair is a candidate scored by sigmoid(logit); the `top_k` best per image are kept, so one
+    query may yield several classes. Boxes are denormalised and canonicalised; scores below the threshold dropped.
+
+    Args:
+        outputs: the detector's output.
+        image_sizes: (B, 2) (height, width) to scale the normalised rboxes to; defaults to `outputs.image_sizes`, the
+            valid area the model saw. Only an isotropic rescaling of that size keeps rotated boxes exact.
+        top_k: candidates kept per image before thresholding (capped at Q * C). DOTA tiles hold hundreds of objects.
+        score_threshold: minimum score kept.
+
+    Returns:
+        One `Detections` per image, sorted by decreasing score.
+    """
+    logits, rboxes = outputs.logits[-1], outputs.rboxes[-1]  # (B, Q, C), (B, Q, 5)
+    sizes = outputs.image_sizes if image_sizes is None else image_sizes
+    b, q, c = logits.shape
+    scores, index = logits.float().sigmoid().flatten(1).topk(min(top_k, q * c), dim=1)  # (B, k)
+    queries, labels = torch.div(index, c, rounding_mode="floor"), index % c
+    detections = []
+    for i in range(b):
+        boxes = rboxes[i, queries[i]].float()
+        boxes = canonicalize_rboxes(denormalize_rboxes(boxes, tuple(int(s) for s in sizes[i])))
+        keep = scores[i] >= score_threshold
+        detections.append(Detections(boxes[keep], scores[i][keep], labels[i][keep]))
+    return detections

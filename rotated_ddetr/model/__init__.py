@@ -1,0 +1,5 @@
+"""The rotated Deformable DETR model: images -> per-layer class logits and normalised rboxes (`DetectorOutput`)."""
+
+from rotated_ddetr.model.detector import Detector, DetectorOutput, ModelConfig, build_model, tiny_config
+
+__all__ = ["Detector", "DetectorOutput", "ModelConfig", "build_model", "tiny_config"]

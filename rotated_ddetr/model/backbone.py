@@ -1,0 +1,131 @@
+"""Backbone: padded images (B, 3, H, W) + padding mask -> multi-scale d_model feature maps with per-level masks.
+
+A torchvision ResNet (frozen BatchNorm, frozen stem) gives strides 8/16/32; `MultiScaleProjection` maps them to
+d_model with GroupNorm and adds stride-2 levels (64, 128, ...) as in Deformable DETR. First stage of the detector.
+"""
+
+import os
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+_RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50,
+            101: torchvision.models.resnet101}  # fmt: skip
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet returning the outputs of layer2/3/4 (strides 8, 16, 32).
+
+    All BatchNorms are `FrozenBatchNorm2d` (fixed statistics and affine terms, as in DETR: detection batches are too
+    small for batch statistics). The stem (conv1) and the first `frozen_stages` residual stages do not train.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        pretrained: path to a local torchvision ResNet state dict (e.g. `resnet50-0676ba61.pth`), or None for random
+            weights. Nothing is ever downloaded.
+        frozen_stages: residual stages frozen after the stem (1 = stem and layer1, as in DETR / Deformable DETR).
+
+    Raises:
+        ValueError: unsupported depth, or a state dict that does not fit this ResNet.
+        FileNotFoundError: `pretrained` does not exist.
+    """
+
+    strides = (8, 16, 32)
+
+    def __init__(self, depth: int = 50, pretrained: str | None = None, frozen_stages: int = 1) -> None:
+        super().__init__()
+        if depth not in _RESNETS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
+        if not 0 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages}")
+        resnet = _RESNETS[depth](weights=None, norm_layer=FrozenBatchNorm2d)
+        if pretrained is not None:
+            _load_torchvision_state_dict(resnet, pretrained, depth)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        for module in [self.stem, *self.stages[:frozen_stages]]:
+            module.requires_grad_(False)
+        width = 512 if depth >= 50 else 128  # output channels of layer2 (bottleneck expansion 4 for depth >= 50)
+        self.out_channels = (width, 2 * width, 4 * width)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) normalised images -> [(B, C_l, ceil(H/s), ceil(W/s)) for s in 8, 16, 32]."""
+        x = self.stem(images)
+        outputs = []
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index >= 1:
+                outputs.append(x)
+        return outputs
+
+
+def _load_torchvision_state_dict(resnet: nn.Module, path: str, depth: int) -> None:
+    """Loads a local torchvision ResNet state dict into `resnet`, with a clear error when it does not fit."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained backbone weights not found: {path!r} (a local file path is required)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__})")
+    result = resnet.load_state_dict(state, strict=False)
+    own = resnet.state_dict()
+    shapes = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if result.missing_keys or result.unexpected_keys or shapes:
+        raise ValueError(
+            f"{path!r} is not a torchvision ResNet-{depth} state dict: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}, wrong shapes {shapes[:5]}"
+        )
+
+
+class MultiScaleProjection(nn.Module):
+    """Backbone maps -> `num_levels` maps of d_model channels (Deformable DETR's input projections).
+
+    The last `min(num_levels, len(in_channels))` backbone maps get a 1x1 conv + GroupNorm; each extra level is a
+    stride-2 3x3 conv + GroupNorm, the first applied to the last backbone map, the next to the previous extra level.
+
+    Args:
+        in_channels: channels of the backbone maps, finest first.
+        d_model: output channels (a multiple of 32, for GroupNorm(32)).
+        num_levels: number of output levels.
+    """
+
+    def __init__(self, in_channels: tuple[int, ...], d_model: int, num_levels: int) -> None:
+        super().__init__()
+        if d_model % 32:
+            raise ValueError(f"d_model must be a multiple of 32 (GroupNorm(32, d_model)), got {d_model}")
+        self.num_backbone_levels = min(num_levels, len(in_channels))
+        used = in_channels[len(in_channels) - self.num_backbone_levels :]
+        layers = [nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in used]
+        previous = in_channels[-1]
+        for _ in range(num_levels - self.num_backbone_levels):
+            conv = nn.Conv2d(previous, d_model, 3, stride=2, padding=1)
+            layers.append(nn.Sequential(conv, nn.GroupNorm(32, d_model)))
+            previous = d_model
+        self.layers = nn.ModuleList(layers)
+        for layer in self.layers:
+            nn.init.xavier_uniform_(layer[0].weight, gain=1)
+            nn.init.zeros_(layer[0].bias)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """[(B, C_l, H_l, W_l)] backbone maps -> [(B, d_model, H_l, W_l)] for each output level, finest first."""
+        features = features[len(features) - self.num_backbone_levels :]
+        outputs = [layer(x) for layer, x in zip(self.layers, features, strict=False)]
+        x = features[-1]
+        for layer in self.layers[len(features) :]:
+            x = layer(x)
+            outputs.append(x)
+        return outputs
+
+
+def level_strides(backbone_strides: tuple[int, ...], num_levels: int) -> tuple[int, ...]:
+    """Nominal strides of the `MultiScaleProjection` outputs, e.g. (8, 16, 32) and 4 levels -> (8, 16, 32, 64)."""
+    used = backbone_strides[len(backbone_strides) - min(num_levels, len(backbone_strides)) :]
+    extra = tuple(backbone_strides[-1] * 2 ** (i + 1) for i in range(num_levels - len(used)))
+    return tuple(used) + extra
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) bool padding mask (True at padding) -> (B, h, w) by nearest sampling, as DETR does per level."""
+    return F.interpolate(mask[None].float(), size=size, mode="nearest")[0].to(torch.bool)

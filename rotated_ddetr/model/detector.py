@@ -1,0 +1,205 @@
+"""The detector: padded images (B, 3, H, W) + padding mask -> `DetectorOutput` (per-layer logits and rboxes).
+
+`Detector.forward` calls the stages in order: backbone -> projection -> positional encoding -> deformable encoder ->
+(two-stage proposals) -> rotated decoder. `build_model(ModelConfig)` wires them with plain constructor calls.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rotated_ddetr.model.attention import MultiScaleLayout, RotatedMSDeformAttn
+from rotated_ddetr.model.backbone import MultiScaleProjection, ResNetBackbone, level_strides, resize_mask
+from rotated_ddetr.model.decoder import DeformableDecoderLayer, RotatedDecoder
+from rotated_ddetr.model.encoder import DeformableEncoder, DeformableEncoderLayer, TwoStageProposals, token_rboxes
+from rotated_ddetr.model.heads import activate_rboxes, inverse_sigmoid
+from rotated_ddetr.model.position_encoding import PositionEmbeddingSine
+
+# Side of the two-stage base boxes, in strides of the token's level: 64 px at stride 8, close to Deformable DETR's
+# 0.05 * 2^l of an ~1000 px image (51 px), doubling with each level.
+PROPOSAL_SIDE_IN_STRIDES = 8.0
+
+
+@dataclass
+class ModelConfig:
+    """Primary hyper-parameters of the detector (derived values such as strides are computed in `build_model`).
+
+    Attributes:
+        depth: ResNet depth (18, 34, 50, 101).
+        pretrained: local path of a torchvision ResNet state dict, or None.
+        frozen_stages: ResNet stages frozen after the stem (1: stem + layer1, as Deformable DETR).
+        d_model: transformer width (a multiple of 32).
+        n_heads: attention heads.
+        n_levels: feature levels (strides 8, 16, 32, then 64, 128, ... from stride-2 convs).
+        n_points: sampling points per head and level.
+        enc_layers, dec_layers: encoder / decoder depth.
+        ffn_dim: feed-forward hidden width.
+        dropout: dropout probability.
+        num_queries: decoder queries (DOTA needs >= 500: its tiles hold hundreds of objects).
+        num_classes: object classes (15 for DOTA-v1.0).
+        two_stage: seed the decoder with the top-k encoder proposals instead of learned references.
+        box_refine: iterative box refinement across decoder layers.
+    """
+
+    depth: int = 50
+    pretrained: str | None = None
+    frozen_stages: int = 1
+    d_model: int = 256
+    n_heads: int = 8
+    n_levels: int = 4
+    n_points: int = 4
+    enc_layers: int = 6
+    dec_layers: int = 6
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    num_queries: int = 500
+    num_classes: int = 15
+    two_stage: bool = True
+    box_refine: bool = True
+
+
+def tiny_config(num_classes: int = 15) -> ModelConfig:
+    """A small model that trains on a CPU: ResNet-18, d_model 64, 2 + 2 layers, 100 queries."""
+    return ModelConfig(depth=18, d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn_dim=128, dropout=0.0,
+                       num_queries=100, num_classes=num_classes)  # fmt: skip
+
+
+@dataclass
+class DetectorOutput:
+    """What the detector predicts for a batch.
+
+    Attributes:
+        logits: (num_dec_layers, B, Q, C) float class logits (sigmoid scores, no background); last layer = final.
+        rboxes: (num_dec_layers, B, Q, 5) float normalised rboxes (cx, cy by the valid width/height, w by the width,
+            h by the height, angle in radians in [-pi/2, pi/2)); not canonicalised.
+        enc_logits: (B, Q, C) logits of the top-k encoder proposals, or None without two-stage.
+        enc_rboxes: (B, Q, 5) normalised rboxes of those proposals, or None.
+        image_sizes: (B, 2) int64 (height, width) of each image's valid area in pixels: the frame of the
+            normalised rboxes.
+    """
+
+    logits: torch.Tensor
+    rboxes: torch.Tensor
+    enc_logits: torch.Tensor | None
+    enc_rboxes: torch.Tensor | None
+    image_sizes: torch.Tensor
+
+
+class Detector(nn.Module):
+    """Rotated Deformable DETR.
+
+    Args:
+        backbone: a `ResNetBackbone`.
+        projection: its `MultiScaleProjection` to d_model.
+        position_encoding: a `PositionEmbeddingSine` with d_model / 2 features per axis.
+        encoder: a `DeformableEncoder`.
+        decoder: a `RotatedDecoder`.
+        proposals: `TwoStageProposals` for the two-stage variant, or None for learned query references.
+        d_model: transformer width.
+        num_queries: decoder queries.
+        n_points: sampling points per head and level (sets the encoder reference size).
+    """
+
+    def __init__(
+        self,
+        backbone: ResNetBackbone,
+        projection: MultiScaleProjection,
+        position_encoding: PositionEmbeddingSine,
+        encoder: DeformableEncoder,
+        decoder: RotatedDecoder,
+        proposals: TwoStageProposals | None,
+        d_model: int,
+        num_queries: int,
+        n_points: int,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.projection, self.position_encoding = backbone, projection, position_encoding
+        self.encoder, self.decoder, self.proposals = encoder, decoder, proposals
+        self.strides = level_strides(backbone.strides, len(projection.layers))
+        self.encoder_side_in_strides = 2.0 * n_points
+        self.level_embed = nn.Parameter(torch.empty(len(projection.layers), d_model).normal_())
+        self.query_content = nn.Embedding(num_queries, d_model)
+        self.query_rboxes = None
+        if proposals is None:
+            # Learned references in unconstrained form: centres uniform over the image, 5% sides, angle 0.
+            init = torch.cat((torch.rand(num_queries, 2), torch.full((num_queries, 2), 0.05)), dim=-1)
+            self.query_rboxes = nn.Parameter(torch.cat((inverse_sigmoid(init), torch.zeros(num_queries, 1)), -1))
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> DetectorOutput:
+        """Detects rotated objects.
+
+        Args:
+            images: (B, 3, H, W) float normalised images, padded at the bottom/right to a common size (a multiple of
+                the largest stride keeps the sampling exact).
+            masks: (B, H, W) bool, True at padding; None when no image is padded.
+
+        Returns:
+            A `DetectorOutput`.
+        """
+        if masks is None:
+            masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        features = self.projection(self.backbone(images))
+        level_masks = [resize_mask(masks, tuple(f.shape[-2:])) for f in features]
+        pos = [
+            self.position_encoding(m) + e[None, :, None, None]
+            for m, e in zip(level_masks, self.level_embed, strict=True)
+        ]
+        src = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)  # (B, S, d)
+        pos = torch.cat([p.flatten(2).transpose(1, 2) for p in pos], dim=1).to(src.dtype)
+        layout = _layout(features, level_masks, masks)
+        enc_refs = token_rboxes(layout, self.strides, self.encoder_side_in_strides)
+        memory = self.encoder(src, pos, enc_refs, layout)
+        batch = images.shape[0]
+        enc_logits = enc_rboxes = None
+        if self.proposals is not None:
+            base = token_rboxes(layout, self.strides, PROPOSAL_SIDE_IN_STRIDES)
+            enc_logits, enc_rboxes = self.proposals(memory, base, layout.padding_mask)
+            references = enc_rboxes.detach()
+        else:
+            references = activate_rboxes(self.query_rboxes)[None].expand(batch, -1, -1)
+        tgt = self.query_content.weight[None].expand(batch, -1, -1)
+        logits, rboxes = self.decoder(tgt, references, memory, layout)
+        image_sizes = layout.image_wh.flip(-1).round().to(torch.int64)
+        return DetectorOutput(logits, rboxes, enc_logits, enc_rboxes, image_sizes)
+
+
+def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask: torch.Tensor) -> MultiScaleLayout:
+    """The token layout of the flattened levels; valid sizes come from the full-resolution padding mask."""
+    shapes = torch.tensor([f.shape[-2:] for f in features], dtype=torch.int64, device=mask.device)  # (L, 2)
+    starts = torch.cat((shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]))
+    valid = ~mask
+    image_wh = torch.stack((valid.any(1).sum(1), valid.any(2).sum(1)), dim=-1).to(torch.float32)  # (B, 2)
+    padded_wh = torch.tensor([mask.shape[2], mask.shape[1]], dtype=torch.float32, device=mask.device)
+    padding = torch.cat([m.flatten(1) for m in level_masks], dim=1)  # (B, S)
+    return MultiScaleLayout(shapes, starts, padding, image_wh.clamp(min=1.0), image_wh.clamp(min=1.0) / padded_wh)
+
+
+def build_model(cfg: ModelConfig) -> Detector:
+    """Builds a `Detector` from a `ModelConfig` with plain constructor calls."""
+    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages)
+    projection = MultiScaleProjection(backbone.out_channels, cfg.d_model, cfg.n_levels)
+
+    def attention() -> RotatedMSDeformAttn:
+        return RotatedMSDeformAttn(cfg.d_model, cfg.n_levels, cfg.n_heads, cfg.n_points)
+
+    encoder = DeformableEncoder(
+        [DeformableEncoderLayer(attention(), cfg.d_model, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.enc_layers)]
+    )
+    dec_layers = [
+        DeformableDecoderLayer(attention(), cfg.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout)
+        for _ in range(cfg.dec_layers)
+    ]
+    decoder = RotatedDecoder(dec_layers, cfg.d_model, cfg.num_classes, cfg.box_refine)
+    proposals = TwoStageProposals(cfg.d_model, cfg.num_classes, cfg.num_queries) if cfg.two_stage else None
+    return Detector(
+        backbone,
+        projection,
+        PositionEmbeddingSine(cfg.d_model // 2),
+        encoder,
+        decoder,
+        proposals,
+        cfg.d_model,
+        cfg.num_queries,
+        cfg.n_points,
+    )

@@ -1,0 +1,107 @@
+"""Set criterion: `DetectorOutput` + targets -> a dict of losses (weighted total under "loss").
+
+Each decoder layer and the two-stage encoder proposals are matched by the Hungarian matcher, then scored with the
+sigmoid focal loss, L1 on normalised (cx, cy, w, h) and the KLD rotated overlap loss on pixel rboxes.
+"""
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
+
+from rotated_ddetr.model.detector import DetectorOutput
+from rotated_ddetr.training.matcher import HungarianMatcher, Target, pixel_scales
+from rotated_ddetr.training.overlap import kld_loss
+
+
+def average_num_boxes(targets: list[Target], device: torch.device) -> torch.Tensor:
+    """The number of target boxes per process, averaged over distributed ranks, at least 1 (the loss normaliser)."""
+    num = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num)
+        num = num / dist.get_world_size()
+    return num.clamp(min=1.0)
+
+
+class SetCriterion(nn.Module):
+    """DETR's set loss for rotated boxes, with auxiliary losses for every decoder layer and the encoder proposals.
+
+    Overlap term: the KLD loss (`rotated_ddetr.training.overlap.kld_loss`). Unlike a smooth L1 on angles it depends
+    only on the rectangles, so it is continuous across the angle boundary (a = +-pi/2) and where w ~ h (the Gaussian
+    turns isotropic, so the angle stops mattering instead of jumping); it is scale invariant (small vehicles and large
+    harbours weigh alike) and couples centre, size and angle errors through the target's covariance (Yang et al.
+    2021). Pure PyTorch, so it differentiates where the compiled rotated IoU does not.
+
+    Every head (each decoder layer, the encoder proposals) gets the same weights; the total is
+    sum over heads of class_weight * focal + l1_weight * L1 + overlap_weight * KLD, each divided by the number of
+    target boxes averaged over ranks.
+
+    Args:
+        matcher: a `HungarianMatcher`.
+        num_classes: object classes.
+        class_weight: weight of the sigmoid focal loss.
+        l1_weight: weight of the L1 loss on normalised (cx, cy, w, h).
+        overlap_weight: weight of the KLD overlap loss.
+        focal_alpha: alpha of the focal loss.
+        focal_gamma: gamma of the focal loss.
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        num_classes: int,
+        class_weight: float = 2.0,
+        l1_weight: float = 5.0,
+        overlap_weight: float = 2.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.matcher, self.num_classes = matcher, num_classes
+        self.weights = {"class": class_weight, "l1": l1_weight, "overlap": overlap_weight}
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+
+    def forward(self, outputs: DetectorOutput, targets: list[Target]) -> dict[str, torch.Tensor]:
+        """Computes all losses.
+
+        Args:
+            outputs: the detector's output.
+            targets: one `Target` per image (normalised rboxes, valid image size).
+
+        Returns:
+            "loss": the weighted total to back-propagate; "loss_{class,l1,overlap}" for the last decoder layer,
+            "..._{i}" for decoder layer i < last, "..._enc" for the encoder proposals (all unweighted, for logging).
+        """
+        num_boxes = average_num_boxes(targets, outputs.logits.device)
+        num_layers = outputs.logits.shape[0]
+        heads = {f"_{i}": (outputs.logits[i], outputs.rboxes[i]) for i in range(num_layers - 1)}
+        heads[""] = (outputs.logits[-1], outputs.rboxes[-1])
+        if outputs.enc_logits is not None:
+            heads["_enc"] = (outputs.enc_logits, outputs.enc_rboxes)
+        losses = {}
+        total = outputs.logits.new_zeros(())
+        for suffix, (logits, rboxes) in heads.items():
+            for name, value in self.head_losses(logits, rboxes, targets, num_boxes).items():
+                losses[f"loss_{name}{suffix}"] = value
+                total = total + self.weights[name] * value
+        return {"loss": total, **losses}
+
+    def head_losses(
+        self, logits: torch.Tensor, rboxes: torch.Tensor, targets: list[Target], num_boxes: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted losses of one head: logits (B, Q, C), normalised rboxes (B, Q, 5) -> class, l1, overlap."""
+        matches = self.matcher(logits, rboxes, targets)
+        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(logits.device)
+        query_index = torch.cat([q for q, _ in matches]).to(logits.device)
+        labels = torch.cat([t["labels"][k.to(t["labels"].device)] for t, (_, k) in zip(targets, matches, strict=True)])
+        onehot = torch.zeros_like(logits)
+        onehot[batch_index, query_index, labels.to(logits.device)] = 1.0
+        focal = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum")
+
+        pred = rboxes[batch_index, query_index].float()  # (K, 5) normalised
+        tgt = torch.cat([t["rboxes"][k.to(t["rboxes"].device)] for t, (_, k) in zip(targets, matches, strict=True)])
+        tgt = tgt.to(pred)
+        l1 = (pred[:, :4] - tgt[:, :4]).abs().sum()
+        scale = pixel_scales([tuple(t["image_size"]) for t in targets], [len(q) for q, _ in matches], pred)
+        overlap = kld_loss(pred * scale, tgt * scale).sum()
+        return {"class": focal / num_boxes, "l1": l1 / num_boxes, "overlap": overlap / num_boxes}
