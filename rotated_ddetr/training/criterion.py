@@ -30,7 +30,8 @@ class SetCriterion(nn.Module):
     only on the rectangles, so it is continuous across the angle boundary (a = +-pi/2) and where w ~ h (the Gaussian
     turns isotropic, so the angle stops mattering instead of jumping); it is scale invariant (small vehicles and large
     harbours weigh alike) and couples centre, size and angle errors through the target's covariance (Yang et al.
-    2021). Pure PyTorch, so it differentiates where the compiled rotated IoU does not.
+    2021). Pure PyTorch, so it differentiates where the compiled rotated IoU does not. The price of continuity: while a
+    predicted box is square its angle gets no gradient (at init all boxes are; the size terms move them off square).
 
     Every head (each decoder layer, the encoder proposals) gets the same weights; the total is
     sum over heads of class_weight * focal + l1_weight * L1 + overlap_weight * KLD, each divided by the number of

@@ -1,0 +1,24 @@
+"""Post-processing: top-k over queries x classes, canonical pixel rboxes, score threshold."""
+
+import math
+
+import torch
+
+from rotated_ddetr.inference import Detections, postprocess
+from rotated_ddetr.model.detector import DetectorOutput
+
+
+def test_canonical_pixel_boxes_by_hand():
+    rboxes = torch.tensor([[[0.5, 0.5, 0.1, 0.4, 0.0], [0.25, 0.75, 0.2, 0.1, 0.3]]])  # (B=1, Q=2, 5)
+    logits = torch.tensor([[[3.0, -5.0], [-5.0, 1.0]]])  # (1, 2, C=2)
+    outputs = DetectorOutput(logits[None], rboxes[None], None, None, torch.tensor([[100, 200]]))
+    (dets,) = postprocess(outputs, top_k=4, score_threshold=0.1)
+    assert isinstance(dets, Detections)
+    # Query 0: (100, 50, 20, 40, 0) px is tall -> (100, 50, 40, 20, -pi/2). Query 1: (50, 75, 40, 10, 0.3).
+    expected = torch.tensor([[100.0, 50.0, 40.0, 20.0, -math.pi / 2], [50.0, 75.0, 40.0, 10.0, 0.3]])
+    torch.testing.assert_close(dets.rboxes, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(dets.scores, torch.sigmoid(torch.tensor([3.0, 1.0])), atol=1e-6, rtol=0)
+    assert dets.labels.tolist() == [0, 1]
+    # Other image sizes (an isotropic rescale) scale the boxes; a high threshold drops the weak detection.
+    (big,) = postprocess(outputs, image_sizes=torch.tensor([[200, 400]]), top_k=4, score_threshold=0.9)
+    torch.testing.assert_close(big.rboxes, expected[:1] * torch.tensor([2, 2, 2, 2, 1.0]), atol=1e-5, rtol=0)

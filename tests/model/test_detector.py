@@ -1,0 +1,99 @@
+"""The tiny detector on CPU: output shapes, gradients where they belong, angle refinement, padded batches."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from rotated_ddetr.model import DetectorOutput, build_model, tiny_config
+from rotated_ddetr.model.heads import refine_rboxes
+from rotated_ddetr.training import HungarianMatcher, SetCriterion
+
+NUM_CLASSES = 3
+
+
+def _targets():
+    return [
+        {
+            "labels": torch.tensor([0, 2]),
+            "rboxes": torch.tensor([[0.3, 0.4, 0.2, 0.1, 0.5], [0.6, 0.7, 0.1, 0.25, -1.2]]),
+            "image_size": (128, 128),
+        },
+        {"labels": torch.tensor([1]), "rboxes": torch.tensor([[0.5, 0.5, 0.3, 0.1, 1.4]]), "image_size": (96, 128)},
+    ]
+
+
+def _batch():
+    images = torch.randn(2, 3, 128, 128)
+    masks = torch.zeros(2, 128, 128, dtype=torch.bool)
+    masks[1, 96:, :] = True  # the second image is 96 x 128, padded at the bottom
+    images[1, :, 96:] = 0
+    return images, masks
+
+
+@pytest.mark.parametrize("two_stage", [True, False])
+def test_output_shapes(two_stage):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config(NUM_CLASSES), num_queries=20, two_stage=two_stage)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(*_batch())
+    assert isinstance(out, DetectorOutput)
+    assert out.logits.shape == (2, 2, 20, NUM_CLASSES) and out.rboxes.shape == (2, 2, 20, 5)
+    assert out.image_sizes.tolist() == [[128, 128], [96, 128]]
+    if two_stage:
+        assert out.enc_logits.shape == (2, 20, NUM_CLASSES) and out.enc_rboxes.shape == (2, 20, 5)
+    else:
+        assert out.enc_logits is None and out.enc_rboxes is None
+    angles = out.rboxes[..., 4]
+    assert torch.isfinite(out.rboxes).all() and (angles >= -math.pi / 2).all() and (angles < math.pi / 2).all()
+    assert ((out.rboxes[..., :4] > 0) & (out.rboxes[..., :4] < 1)).all()
+
+
+def test_forward_backward_gradients():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(NUM_CLASSES))
+    # At init every box is a square in pixels (zero deltas on square base boxes), whose Gaussian is isotropic: the
+    # KLD then has no angle gradient. Nudge the heads off zero, as the first optimiser step does.
+    with torch.no_grad():
+        for head in [*model.decoder.box_heads, model.proposals.box_head]:
+            head.layers[-1].weight.normal_(std=1e-2)
+    out = model(*_batch())
+    losses = SetCriterion(HungarianMatcher(), NUM_CLASSES)(out, _targets())
+    losses["loss"].backward()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("backbone.stem.", "backbone.stages.0.")) for n in frozen)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        else:
+            assert p.grad is None, name
+    # The angle row of every box head's last layer (decoder layers and proposals) gets a gradient.
+    heads = [*model.decoder.box_heads, model.proposals.box_head]
+    for head in heads:
+        assert head.layers[-1].weight.grad[4].abs().sum() > 0 and head.layers[-1].bias.grad[4].abs() > 0
+    for name in ("backbone.stages.3.1.conv2.weight", "encoder.layers.0.self_attn.sampling_offsets.weight"):
+        assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+
+
+def test_angle_is_refined_layer_by_layer():
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny_config(NUM_CLASSES), num_queries=20)).eval()
+    with torch.no_grad():
+        for head in model.decoder.box_heads:
+            head.layers[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]))  # +1 rad per layer
+        out = model(*_batch())
+    proposals = out.enc_rboxes[..., 4]
+    expected_0 = torch.remainder(proposals + 1.0 + math.pi / 2, math.pi) - math.pi / 2
+    expected_1 = torch.remainder(proposals + 2.0 + math.pi / 2, math.pi) - math.pi / 2
+    torch.testing.assert_close(out.rboxes[0, ..., 4], expected_0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.rboxes[1, ..., 4], expected_1, atol=1e-5, rtol=0)
+
+
+def test_refine_rboxes_by_hand():
+    ref = torch.tensor([0.5, 0.25, 0.1, 0.2, 1.5])
+    delta = torch.tensor([0.0, math.log(3.0), 0.0, 0.0, 0.2])
+    # cy: sigmoid(logit(0.25) + ln 3) = 0.5; angle 1.7 wraps to 1.7 - pi.
+    expected = torch.tensor([0.5, 0.5, 0.1, 0.2, 1.7 - math.pi])
+    torch.testing.assert_close(refine_rboxes(ref, delta), expected, atol=1e-6, rtol=0)
