@@ -120,11 +120,11 @@ class Detector(nn.Module):
         self.encoder_side_in_strides = 2.0 * n_points
         self.level_embed = nn.Parameter(torch.empty(len(projection.layers), d_model).normal_())
         self.query_content = nn.Embedding(num_queries, d_model)
-        self.query_rboxes = None
-        if proposals is None:
-            # Learned references in unconstrained form: centres uniform over the image, 5% sides, angle 0.
-            init = torch.cat((torch.rand(num_queries, 2), torch.full((num_queries, 2), 0.05)), dim=-1)
-            self.query_rboxes = nn.Parameter(torch.cat((inverse_sigmoid(init), torch.zeros(num_queries, 1)), -1))
+        # Without two-stage: learned references in unconstrained form (`activate_rboxes`), centres uniform over the
+        # image, sides 5% of it, angle 0.
+        init = torch.cat((torch.rand(num_queries, 2), torch.full((num_queries, 2), 0.05)), dim=-1)
+        init = torch.cat((inverse_sigmoid(init), torch.zeros(num_queries, 1)), dim=-1)
+        self.query_rboxes = nn.Parameter(init) if proposals is None else None
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> DetectorOutput:
         """Detects rotated objects.

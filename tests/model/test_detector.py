@@ -51,13 +51,15 @@ def test_output_shapes(two_stage):
     assert ((out.rboxes[..., :4] > 0) & (out.rboxes[..., :4] < 1)).all()
 
 
-def test_forward_backward_gradients():
+@pytest.mark.parametrize("two_stage", [True, False])
+def test_forward_backward_gradients(two_stage):
     torch.manual_seed(0)
-    model = build_model(tiny_config(NUM_CLASSES))
+    model = build_model(dataclasses.replace(tiny_config(NUM_CLASSES), num_queries=50, two_stage=two_stage))
+    heads = [*model.decoder.box_heads] + ([model.proposals.box_head] if two_stage else [])
     # At init every box is a square in pixels (zero deltas on square base boxes), whose Gaussian is isotropic: the
     # KLD then has no angle gradient. Nudge the heads off zero, as the first optimiser step does.
     with torch.no_grad():
-        for head in [*model.decoder.box_heads, model.proposals.box_head]:
+        for head in heads:
             head.layers[-1].weight.normal_(std=1e-2)
     out = model(*_batch())
     losses = SetCriterion(HungarianMatcher(), NUM_CLASSES)(out, _targets())
@@ -70,11 +72,12 @@ def test_forward_backward_gradients():
         else:
             assert p.grad is None, name
     # The angle row of every box head's last layer (decoder layers and proposals) gets a gradient.
-    heads = [*model.decoder.box_heads, model.proposals.box_head]
     for head in heads:
         assert head.layers[-1].weight.grad[4].abs().sum() > 0 and head.layers[-1].bias.grad[4].abs() > 0
     for name in ("backbone.stages.3.1.conv2.weight", "encoder.layers.0.self_attn.sampling_offsets.weight"):
         assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+    if not two_stage:  # the learned references train through the first layer's prediction
+        assert model.query_rboxes.grad.abs().sum() > 0
 
 
 def test_angle_is_refined_layer_by_layer():

@@ -3,9 +3,10 @@
 import math
 
 import torch
+import torch.distributed as dist
 
 from rotated_ddetr.model.detector import DetectorOutput
-from rotated_ddetr.training import HungarianMatcher, SetCriterion
+from rotated_ddetr.training import HungarianMatcher, SetCriterion, average_num_boxes
 
 TARGETS = [
     {
@@ -69,3 +70,14 @@ def test_empty_targets_are_finite_and_differentiable():
     losses["loss"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     assert torch.isfinite(rboxes.grad).all()
+
+
+def test_num_boxes_averaged_over_ranks(tmp_path):
+    # A one-process gloo group exercises the all_reduce path: the normaliser is the per-rank mean, at least 1.
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        assert float(average_num_boxes(TARGETS, torch.device("cpu"))) == 3.0
+        empty = [{"labels": torch.zeros(0, dtype=torch.int64), "rboxes": torch.zeros(0, 5), "image_size": (8, 8)}]
+        assert float(average_num_boxes(empty, torch.device("cpu"))) == 1.0
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,41 @@
+"""Encoder token references and two-stage proposals: hand-computed boxes, padded tokens never proposed."""
+
+import torch
+
+from rotated_ddetr.model.attention import MultiScaleLayout
+from rotated_ddetr.model.encoder import TwoStageProposals, token_rboxes
+
+
+def _layout(valid_wh, padded_wh, shapes):
+    shapes = torch.tensor(shapes)
+    starts = torch.cat((torch.zeros(1, dtype=torch.int64), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]))
+    tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
+    image_wh = torch.tensor(valid_wh, dtype=torch.float32)
+    ratios = image_wh / torch.tensor(padded_wh, dtype=torch.float32)
+    return MultiScaleLayout(shapes, starts, torch.zeros(len(valid_wh), tokens, dtype=torch.bool), image_wh, ratios)
+
+
+def test_token_rboxes_by_hand():
+    # A 64 x 32 (W x H) valid image padded to 64 x 64; levels of stride 16 (4 x 4) and 32 (2 x 2).
+    layout = _layout([[64.0, 32.0]], [64.0, 64.0], [[4, 4], [2, 2]])
+    boxes = token_rboxes(layout, (16, 32), side_in_strides=2.0)
+    assert boxes.shape == (1, 20, 5)
+    # Token (row 1, col 2) of level 0: centre (40, 24) px -> (40/64, 24/32); side 32 px -> (0.5, 1.0); angle 0.
+    torch.testing.assert_close(boxes[0, 1 * 4 + 2], torch.tensor([40 / 64, 24 / 32, 0.5, 1.0, 0.0]))
+    # Token (0, 1) of level 1: centre (48, 16) px; side 64 px.
+    torch.testing.assert_close(boxes[0, 16 + 1], torch.tensor([48 / 64, 16 / 32, 1.0, 2.0, 0.0]))
+
+
+def test_proposals_skip_padded_tokens():
+    torch.manual_seed(0)
+    proposals = TwoStageProposals(d_model=32, num_classes=3, num_queries=4)
+    memory = torch.randn(1, 10, 32)
+    base = torch.rand(1, 10, 5) * 0.5 + 0.25
+    padding = torch.zeros(1, 10, dtype=torch.bool)
+    padding[0, 4:] = True
+    logits, rboxes = proposals(memory, base, padding)
+    assert logits.shape == (1, 4, 3) and rboxes.shape == (1, 4, 5)
+    # Zero-initialised box head: the proposals are exactly the base boxes of the 4 valid tokens.
+    order = rboxes[0, :, 0].argsort()
+    expected = base[0, :4][base[0, :4, 0].argsort()]
+    torch.testing.assert_close(rboxes[0, order], expected, atol=1e-5, rtol=0)
