@@ -63,3 +63,22 @@ def test_init_ring_and_forward():
     out.square().sum().backward()
     assert attn.sampling_offsets.weight.grad.abs().sum() > 0
     assert attn.attention_weights.weight.grad.abs().sum() > 0
+
+
+def test_module_reads_the_hand_computed_pixel():
+    # One head, level and point; identity projections; offset (1, 0). Image 160 x 80 px, one 16 x 8 map (stride 10).
+    # Box centre (75, 35) px, w 20, h 10, angle 90 deg: the point is (75, 45) px -> map cell (x 7, y 4).
+    attn = RotatedMSDeformAttn(d_model=2, n_levels=1, n_heads=1, n_points=1)
+    with torch.no_grad():
+        for linear in (attn.value_proj, attn.output_proj):
+            linear.weight.copy_(torch.eye(2))
+            linear.bias.zero_()
+        attn.sampling_offsets.bias.copy_(torch.tensor([1.0, 0.0]))
+    value = torch.stack((torch.arange(128.0), -torch.arange(128.0)), dim=-1)[None]  # (1, 128, 2): token index
+    layout = MultiScaleLayout(
+        torch.tensor([[8, 16]]), torch.tensor([0]), torch.zeros(1, 128, dtype=torch.bool),
+        torch.tensor([[160.0, 80.0]]), torch.ones(1, 2),
+    )  # fmt: skip
+    ref = torch.tensor([[[75 / 160, 35 / 80, 20 / 160, 10 / 80, math.pi / 2]]])
+    out = attn(torch.zeros(1, 1, 2), ref, value, layout)
+    torch.testing.assert_close(out[0, 0], torch.tensor([4 * 16 + 7.0, -(4 * 16 + 7.0)]), atol=1e-4, rtol=0)
