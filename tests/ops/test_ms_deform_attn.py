@@ -253,3 +253,115 @@ def test_torch_compile_fullgraph():
     inputs = make_inputs(ODD_LEVELS, 2, 5, 2, 4, 2, torch.float32)
     compiled = torch.compile(ms_deform_attn, backend="aot_eager", fullgraph=True)
     assert_all_close(forward_backward(compiled, *inputs), forward_backward(ms_deform_attn, *inputs), 1e-6, 1e-6)
+
+
+# CUDA: skipped without a GPU (conftest); the parity tests also need the extension built with CUDA kernels.
+needs_cuda_kernel = pytest.mark.skipif(not has_kernel("ms_deform_attn", "cuda"), reason="built without CUDA kernels")
+
+
+def _cuda(tensors):
+    return tuple(t.cuda() for t in tensors)
+
+
+def _cpu(result):
+    out, grads = result
+    return out.cpu(), tuple(g.cpu() for g in grads)
+
+
+@pytest.mark.cuda
+def test_cuda_backend_is_the_kernel():
+    assert backend("ms_deform_attn", "cuda") == "kernel", "extension built without CUDA kernels (try FORCE_CUDA=1)"
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+@pytest.mark.parametrize("channels", [5, 32, 40])  # 8 lanes per group; 32 lanes; 32 lanes over two channel chunks
+def test_cuda_matches_cpu_kernel_and_reference_float64(channels):
+    inputs = make_inputs(ODD_LEVELS, batch=5, queries=13, heads=3, channels=channels, points=3, dtype=torch.float64)
+    got = _cpu(forward_backward(ms_deform_attn, *_cuda(inputs), im2col_step=2))  # batch chunks 2, 2, 1
+    assert_all_close(got, forward_backward(ms_deform_attn_reference, *inputs), rtol=1e-8, atol=1e-8)
+    assert_all_close(got, forward_backward(ms_deform_attn, *inputs), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+def test_cuda_matches_reference_float32_encoder_shape():
+    inputs = _cuda(make_inputs([(64, 64), (32, 32), (16, 16), (8, 8)], 2, 500, 8, 32, 4, torch.float32, seed=4))
+    got = forward_backward(ms_deform_attn, *inputs)
+    expected = forward_backward(ms_deform_attn_reference, *inputs)
+    # float32 sums in different orders (the reference's own error vs float64 is ~6e-7 of each tensor's largest
+    # entry); location gradients carry a factor W or H up to 64 and reach ~2e3, weight gradients ~20.
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(got[1][0], expected[1][0], rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(got[1][1], expected[1][1], rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(got[1][2], expected[1][2], rtol=1e-5, atol=2e-4)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+def test_cuda_gradcheck_float64():
+    value, shapes, starts, locations, weights, _ = _cuda(
+        make_inputs([(3, 2), (1, 1), (2, 3)], 3, 3, 2, 3, 2, torch.float64)
+    )
+    leaves = [t.requires_grad_() for t in (value, locations, weights)]
+
+    def fn(v, loc, att):
+        return ms_deform_attn(v, shapes, starts, loc, att, 2)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5, nondet_tol=1e-12)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_cuda_reduced_precision_matches_float32(dtype, tol):
+    # Inputs rounded to `dtype` are read exactly and summed in float32, so the output and the value gradient differ
+    # from the float32 kernel on the same rounded numbers only by their final rounding (2^-11 / 2^-8 relative,
+    # twice); location and weight gradients are float32 throughout.
+    value, shapes, starts, locations, weights, grad_output = _cuda(
+        make_inputs([(16, 12), (8, 6), (4, 3), (1, 1)], 3, 40, 4, 32, 4, torch.float32, seed=2)
+    )
+    value, grad_output = value.to(dtype), grad_output.to(dtype)
+    low = forward_backward(ms_deform_attn, value, shapes, starts, locations, weights, grad_output, im2col_step=2)
+    full = forward_backward(ms_deform_attn, value.float(), shapes, starts, locations, weights, grad_output.float())
+    assert (low[0].dtype, low[1][0].dtype, low[1][1].dtype, low[1][2].dtype) == (dtype, dtype, *(torch.float32,) * 2)
+    torch.testing.assert_close(low[0].float(), full[0], rtol=tol, atol=tol)
+    torch.testing.assert_close(low[1][0].float(), full[1][0], rtol=tol, atol=tol)
+    torch.testing.assert_close(low[1][1:], full[1][1:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_autocast_mixed_dtypes(dtype):
+    out, grads = _autocast_model_step("cuda", dtype, ms_deform_attn)
+    assert out.dtype == dtype
+    out_ref, grads_ref = _autocast_model_step("cuda", dtype, ms_deform_attn_reference)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    torch.testing.assert_close(out, out_ref, rtol=tol, atol=tol)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+def test_cuda_location_and_weight_gradients_are_deterministic():
+    inputs = _cuda(make_inputs(ODD_LEVELS, 2, 50, 4, 8, 4, torch.float32, margin=0.0))
+    first = forward_backward(ms_deform_attn, *inputs)
+    second = forward_backward(ms_deform_attn, *inputs)
+    assert torch.equal(first[0], second[0])
+    assert torch.equal(first[1][1], second[1][1]) and torch.equal(first[1][2], second[1][2])
+    torch.testing.assert_close(first[1][0], second[1][0], rtol=1e-6, atol=1e-6)  # atomicAdd order varies
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+def test_cuda_opcheck_and_device_checks():
+    value, shapes, starts, locations, weights, _ = _cuda(make_inputs([(3, 2), (2, 2)], 2, 3, 2, 4, 2, torch.float32))
+    leaves = [t.requires_grad_() for t in (value, locations, weights)]
+    torch.library.opcheck(torch.ops.rotated_ddetr.ms_deform_attn.default, (leaves[0], shapes, starts, *leaves[1:], 1))
+    pattern = "all inputs must be on value's device cuda:0, got spatial_shapes on cpu"
+    with pytest.raises(ValueError, match=pattern):
+        ms_deform_attn(value, shapes.cpu(), starts, locations, weights)
+    with pytest.raises(ValueError, match=pattern):
+        torch.ops.rotated_ddetr.ms_deform_attn(value, shapes.cpu(), starts, locations.detach(), weights.detach(), 1)
