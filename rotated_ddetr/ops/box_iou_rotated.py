@@ -34,6 +34,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# A constant for torch.compile: dynamo then traces straight into the op (or the twin) without a graph break.
+@torch.compiler.assume_constant_result
+def _kernel_runs_on(device_type: str) -> bool:
+    return has_kernel("box_iou_rotated", device_type)
+
+
 def _check_pair(boxes1: torch.Tensor, boxes2: torch.Tensor, aligned: bool) -> None:
     check_rboxes(boxes1, "boxes1")
     check_rboxes(boxes2, "boxes2")
@@ -57,7 +63,7 @@ def box_iou_rotated(boxes1: torch.Tensor, boxes2: torch.Tensor, aligned: bool = 
         `box_iou_rotated_reference` otherwise (`rotated_ddetr.ops.backend("box_iou_rotated", device)` says which).
     """
     _check_pair(boxes1, boxes2, aligned)
-    if not has_kernel("box_iou_rotated", boxes1.device.type):
+    if not _kernel_runs_on(boxes1.device.type):
         return box_iou_rotated_reference(boxes1, boxes2, aligned)
     dtype = compute_dtype(boxes1.dtype)
     ious = torch.ops.rotated_ddetr.box_iou_rotated(boxes1.to(dtype), boxes2.to(dtype), aligned)
