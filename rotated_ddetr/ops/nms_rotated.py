@@ -32,11 +32,17 @@ def _check_inputs(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tenso
             raise ValueError(f"{name} must be on the device of boxes ({boxes.device}), got {tensor.device}")
 
 
+# A constant for torch.compile: dynamo then traces straight into the op (or the twin) without a graph break.
+@torch.compiler.assume_constant_result
+def _kernel_runs_on(device_type: str) -> bool:
+    return has_kernel("nms_rotated", device_type)
+
+
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None, iou_threshold: float) -> torch.Tensor:
     _check_inputs(boxes, scores, labels)
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    if not has_kernel("nms_rotated", boxes.device.type):
+    if not _kernel_runs_on(boxes.device.type):
         return _nms_reference(boxes, scores, labels, iou_threshold)
     dtype = compute_dtype(boxes.dtype)
     labels = labels.long() if labels is not None else None

@@ -119,6 +119,26 @@ def test_identical_and_near_identical_boxes(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_float32_pairs_reported_against_detectron2_and_mmcv(impl):
+    # Near-identical float32 pairs from detectron2 issues #2167 (it gave 0.5848) and #2154 (0.6002), an identical
+    # pair from mmcv issue #2621 (0.3333) and one from rotated_maskrcnn issue #46 (0.3333): the exact IoU is ~1.
+    first = torch.tensor(
+        [
+            [2563.74462890625, 1436.7901611328125, 2174.703369140625, 214.09500122070312, 115.11834716796875],
+            [296.6620178222656, 458.73883056640625, 23.515729904174805, 47.677001953125, 0.08795166015625],
+            [0.0, 0.0, 180.6422271729, 136.3633728027, 0.9559648633],
+            [672.4067, 290.7776, 791.0275, 38.9333, 34.1454],
+        ]
+    )
+    second = first.clone()
+    second[0] = torch.tensor([2563.74462890625, 1436.790283203125, 2174.702880859375, 214.09495544433594, 115.1183548])
+    second[1] = torch.tensor([296.66201, 458.73882000000003, 23.51573, 47.67702, 0.087951])
+    ious = IMPLEMENTATIONS[impl](first, second, aligned=True)
+    np.testing.assert_allclose(ious.double().numpy(), shapely_iou(first, second), rtol=0, atol=2e-4)
+    assert ious.min().item() > 0.9999
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_angle_zero_equals_torchvision_box_iou(impl):
     first, second = axis_aligned_rboxes(60, seed=6), axis_aligned_rboxes(50, seed=7)
 

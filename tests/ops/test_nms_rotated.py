@@ -146,6 +146,24 @@ def test_opcheck_registrations():
     torch.library.opcheck(op, (boxes, scores, labels, 0.3))
 
 
+@pytest.mark.slow
+def test_torch_compile_fullgraph_with_dynamic_shapes():
+    def postprocess(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor):
+        return box_iou_rotated(boxes, boxes).amax(1), batched_nms_rotated(boxes, scores, labels, 0.3)
+
+    compiled = torch.compile(postprocess, fullgraph=True, dynamic=True)
+    for objects in (6, 9):  # a second size reuses the dynamic graph
+        boxes = clustered_detections(objects=objects, per_object=5, seed=15).float()
+        g = torch.Generator().manual_seed(16)
+        scores, labels = torch.rand(len(boxes), generator=g), torch.randint(0, 3, (len(boxes),), generator=g)
+        (ious, kept), (expected_ious, expected_kept) = (
+            compiled(boxes, scores, labels),
+            postprocess(boxes, scores, labels),
+        )
+        torch.testing.assert_close(ious, expected_ious, rtol=0, atol=1e-6)
+        assert torch.equal(kept, expected_kept)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_matches_cpu(dtype):
