@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rotated_ddetr.evaluation.polygon_iou import _DEVKIT_ROUNDING, devkit_polygon_iou, polygon_iou_pairs, simple_quads
+from rotated_ddetr.evaluation.polygon_iou import DEVKIT_ROUNDING, devkit_polygon_iou, polygon_iou_pairs, simple_quads
 
 
 class PolygonStats(NamedTuple):
@@ -101,7 +101,7 @@ def _upper_bounds(g: PolygonStats, d: PolygonStats, di: np.ndarray, gi: np.ndarr
     reach = np.maximum(np.maximum(np.abs(gx0), np.abs(gx1)), np.maximum(np.abs(gy0), np.abs(gy1)))
     reach = np.maximum(reach, np.maximum(np.maximum(np.abs(bx0), np.abs(bx1)), np.maximum(np.abs(by0), np.abs(by1))))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ub = m / (a + b - m) + 1e-9 + _DEVKIT_ROUNDING * (reach + 1.0) ** 2 / np.maximum(a, b)
+        ub = m / (a + b - m) + 1e-9 + DEVKIT_ROUNDING * (reach + 1.0) ** 2 / np.maximum(a, b)
     ub[~(g.simple[gi] & d.simple[di]) | ~np.isfinite(ub)] = np.inf
     return ub
 

@@ -1,7 +1,8 @@
 """IoU of DOTA quadrilaterals with the official devkit's semantics: pairs of (K, 8) polygons in -> (K,) IoUs out.
 
-`polygon_iou_pairs` is the vectorised numpy version used by the mAP; `devkit_polygon_iou` is an operation-for-
-operation port of the devkit's `polyiou.iou_poly` (bit-identical, scalar), used where rounding decides an outcome.
+`polygon_iou_pairs` is the vectorised numpy version used by the mAP, with a bound on how far the devkit's own
+rounding may lie from it; `devkit_polygon_iou` is an operation-for-operation port of the devkit's
+`polyiou.iou_poly` (bit-identical, scalar), used for the few pairs where that rounding decides an outcome.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import numpy as np
 # polygons (convex or not, either orientation), the devkit's own value for self-intersecting ones.
 
 _EPS = 1e-8  # the devkit's sig() tolerance
-_DEVKIT_ROUNDING = 1e-12  # |polyiou - exact| <= this * (largest |coordinate|)^2 / union (measured: <= 3e-14)
-_TRIANGLES = ((0, 1, 2), (0, 2, 3))  # fan of a quadrilateral from its first vertex
+DEVKIT_ROUNDING = 1e-12  # |polyiou - exact| <= this * (largest |coordinate|)^2 / union (measured: <= 3e-14)
 
 
 def _sig(d: float) -> int:
@@ -100,13 +100,17 @@ def devkit_polygon_iou(p: np.ndarray, q: np.ndarray) -> float:
         return float(np.float64(inter) / np.float64(union))
 
 
-def _shoelace(pts: np.ndarray) -> np.ndarray:
-    """(..., n, 2) closed polygons -> (...,) signed areas (positive for counter-clockwise in x-right, y-up axes)."""
-    x, y = pts[..., 0], pts[..., 1]
-    return 0.5 * np.sum(x * np.roll(y, -1, axis=-1) - y * np.roll(x, -1, axis=-1), axis=-1)
+_NEXT = [1, 2, 3, 0]  # index of the next vertex
 
 
-_NEXT = [1, 2, 3, 0]
+def _rows_max(a: np.ndarray) -> np.ndarray:
+    """(4, K) -> (K,) maximum over the 4 rows (faster than a reduction over a short axis)."""
+    return np.maximum(np.maximum(a[0], a[1]), np.maximum(a[2], a[3]))
+
+
+def _extent(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(4, K) vertices -> (K,) the larger side of their axis-aligned extent."""
+    return np.maximum(_rows_max(x) + _rows_max(-x), _rows_max(y) + _rows_max(-y))
 
 
 def _boundary_inside(ax, ay, bx, by, tol, own_edges: bool) -> np.ndarray:
@@ -154,11 +158,6 @@ def _convex_inter_area(px, py, qx, qy) -> np.ndarray:
     scale = np.maximum(scale, np.maximum(_rows_max(np.abs(qx)), _rows_max(np.abs(qy)))) + 1.0
     tol = 1e-10 * scale * scale
     return 0.5 * (_boundary_inside(px, py, qx, qy, tol, True) + _boundary_inside(qx, qy, px, py, tol, False))
-
-
-def _rows_max(a: np.ndarray) -> np.ndarray:
-    """(4, K) -> (K,) maximum over the 4 rows (faster than a reduction over a short axis)."""
-    return np.maximum(np.maximum(a[0], a[1]), np.maximum(a[2], a[3]))
 
 
 def _signed_areas(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -238,14 +237,13 @@ def _iou_chunk(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inter[g] = _general_inter(*parts)
     area_p, area_q = np.abs(p_area), np.abs(q_area)
     union = area_p + area_q - inter
-    extent_p = np.maximum(_rows_max(px) - -_rows_max(-px), _rows_max(py) - -_rows_max(-py))
-    extent_q = np.maximum(_rows_max(qx) - -_rows_max(-qx), _rows_max(qy) - -_rows_max(-qy))
+    extent_p, extent_q = _extent(px, py), _extent(qx, qy)
     # the devkit sums triangles fanned from the image origin: its rounding grows with the coordinates squared
     local = np.maximum(np.maximum(_rows_max(np.abs(px)), _rows_max(np.abs(py))), _rows_max(np.abs(qx)))
     reach = np.maximum(np.abs(ox[:, 0]), np.abs(oy[:, 0])) + np.maximum(local, _rows_max(np.abs(qy))) + 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
-        err = 1e-9 + _DEVKIT_ROUNDING * reach * reach / union
+        err = 1e-9 + DEVKIT_ROUNDING * reach * reach / union
     thin = (area_p <= 1e-6 * extent_p * extent_p) | (area_q <= 1e-6 * extent_q * extent_q)
     err[thin | ~np.isfinite(iou) | ~(union > 0)] = np.inf
     return iou, err
@@ -295,5 +293,5 @@ def simple_quads(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for a, b, c, d in ((0, 1, 2, 3), (1, 2, 3, 0)):  # opposite edges ab and cd
         crossing |= (side(a, b, c) * side(a, b, d) <= 0) & (side(c, d, a) * side(c, d, b) <= 0)
     area = np.abs(_signed_areas(x, y))
-    extent = np.maximum(_rows_max(x) + _rows_max(-x), _rows_max(y) + _rows_max(-y))
+    extent = _extent(x, y)
     return area, ~crossing & (area > 1e-6 * extent * extent)
