@@ -43,7 +43,7 @@ class SyntheticOptions:
         water: chance of a water body per 512 x 512 pixels (ships appear only on water).
         distractors: density factor of unlabelled buildings and tree clumps.
         tiny: share of vehicles drawn at 0.6x size (most then fall below `difficult_below`).
-        occlusion: share of objects partly covered by a tree clump.
+        occlusion: share of objects on land partly covered by a tree clump.
         cut_keep: objects cut by the border keep their difficult flag when at least this share is visible, else 2.
         difficult_below: objects whose rectangle's short side is below this many pixels are difficult 1.
         stripe: rows rendered at a time (bounds memory for large scenes; part of the seeded output).
@@ -240,8 +240,8 @@ def _plan_scenery(rng: np.random.Generator, plan: ScenePlan, occupancy: _Occupan
 
 
 def _occlude(rng: np.random.Generator, plan: ScenePlan, options: SyntheticOptions) -> None:
-    """Covers a share of the objects partly with trees; >= 35% hidden makes them difficult, >= 85% unlabelled."""
-    for thing in [t for t in plan.things if t.name is not None and rng.random() < options.occlusion]:
+    """Covers a share of the objects on land partly with trees; >= 35% hidden is difficult, >= 85% unlabelled."""
+    for thing in [t for t in plan.things if t.name not in (None, "ship") and rng.random() < options.occlusion]:
         length, breadth = thing.rbox[2:4]
         offset = rng.uniform(0.15, 0.5) * length * rng.choice([-1, 1])
         tree = terrain.tree_cluster(rng, plan.scale, radius=rng.uniform(0.4, 0.9) * breadth)
