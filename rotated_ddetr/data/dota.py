@@ -187,6 +187,38 @@ def _warn_skipped(path: Path, bad: list[DotaFormatError]) -> None:
         warnings.warn(f"{path}: skipped {len(bad)} malformed line(s); first: {bad[0]}", stacklevel=3)
 
 
+def _fast_floats(lines: list[str], columns: range) -> np.ndarray | None:
+    """(N, len(columns)) float64 of the given columns via numpy's C parser; None when anything is unusual.
+
+    Callers have checked the field counts; any failure here sends them to the line-by-line parser, which is the
+    authority on what is accepted and names the culprit.
+    """
+    try:
+        values = np.loadtxt(lines, dtype=np.float64, usecols=columns, ndmin=2, comments=None)
+    except ValueError:
+        return None
+    return values if np.isfinite(values).all() else None
+
+
+def _fast_labels(path: Path, lines: list[str]) -> DotaLabels | None:
+    """The official layout (headers on top, then 10-field lines) parsed in bulk; None for anything else."""
+    header: dict = {"image_source": None, "gsd": None}
+    rows = list(map(str.split, lines))
+    top = 0
+    while top < len(rows) and (not rows[top] or _parse_header(path, top + 1, lines[top], header)):
+        top += 1
+    body = [row for row in rows[top:] if row]
+    if not body:
+        return DotaLabels(np.zeros((0, 8)), [], np.zeros(0), **header)
+    flags = [row[-1] for row in body]
+    if set(map(len, body)) != {10} or not set(flags) <= {"0", "1", "2"}:
+        return None
+    polygons = _fast_floats(lines[top:], range(8))
+    if polygons is None:
+        return None
+    return DotaLabels(polygons, [row[8] for row in body], np.array(flags).astype(np.int64), **header)
+
+
 def read_dota_labels(path: str | os.PathLike, lenient: bool = False) -> DotaLabels:
     """Reads one DOTA label file (`labelTxt/{image}.txt`).
 
@@ -204,9 +236,13 @@ def read_dota_labels(path: str | os.PathLike, lenient: bool = False) -> DotaLabe
         DotaFormatError: a malformed line (file, line number and fault in the message), unless `lenient`.
     """
     path = Path(path)
+    lines = _read_lines(path)
+    fast = None if lenient else _fast_labels(path, lines)
+    if fast is not None:
+        return fast
     header: dict = {"image_source": None, "gsd": None}
     polygons, classes, difficult, bad = [], [], [], []
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in enumerate(lines, start=1):
         tokens = line.split()
         try:
             if not tokens or (":" in tokens[0] and _parse_header(path, line_no, line, header)):
@@ -253,24 +289,22 @@ def _task1_class(path: Path) -> str:
 
 def _read_task1_file(path: Path) -> Task1Detections:
     """All detections of one `Task1_{class}.txt` file; DotaFormatError naming file and line when malformed."""
+    lines = _read_lines(path)
+    rows = [row for row in map(str.split, lines) if row]
+    if set(map(len, rows)) <= {10}:
+        values = _fast_floats(lines, range(1, 10)) if rows else np.zeros((0, 9))
+        if values is not None:
+            return Task1Detections([row[0] for row in rows], values[:, 0], values[:, 1:])
     names, numbers = [], []
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in enumerate(lines, start=1):
         tokens = line.split()
         if not tokens:
             continue
         if len(tokens) != 10:
             raise DotaFormatError(path, line_no, f"expected 10 fields (image score x1 y1 ... x4 y4), got {len(tokens)}")
-        try:
-            numbers.append(list(map(float, tokens[1:])))
-        except ValueError:
-            _parse_coordinates(path, line_no, tokens[1:], "number")  # raises, naming the bad token
+        numbers.append(_parse_coordinates(path, line_no, tokens[1:], "number"))
         names.append(tokens[0])
     values = np.array(numbers, dtype=np.float64).reshape(-1, 9)
-    bad = np.nonzero(~np.isfinite(values).all(axis=1))[0]
-    if len(bad):  # find the line of the first non-finite row
-        lines = [(no, line.split()) for no, line in enumerate(_read_lines(path), start=1) if line.strip()]
-        no, tokens = lines[bad[0]]
-        _parse_coordinates(path, no, tokens[1:], "number")
     return Task1Detections(names, values[:, 0], values[:, 1:])
 
 

@@ -44,6 +44,10 @@ def test_real_samples_match_an_independent_count(dota_samples: Path):
         assert collections.Counter(labels.difficult.tolist()) == difficult, path.name
         assert labels.polygons.shape == (len(labels), 8) and labels.polygons.dtype == np.float64
         assert labels.difficult.dtype == np.int64
+        slow = read_dota_labels(path, lenient=True)  # the line-by-line parser (the bulk one is skipped when lenient)
+        np.testing.assert_array_equal(slow.polygons, labels.polygons)
+        assert (slow.classes, slow.difficult.tolist()) == (labels.classes, labels.difficult.tolist())
+        assert (slow.image_source, slow.gsd) == (labels.image_source, labels.gsd)
 
 
 def test_p0706_by_hand(dota_samples: Path):
