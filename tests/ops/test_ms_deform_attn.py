@@ -289,11 +289,12 @@ def test_cuda_matches_reference_float32_encoder_shape():
     inputs = _cuda(make_inputs([(64, 64), (32, 32), (16, 16), (8, 8)], 2, 500, 8, 32, 4, torch.float32, seed=4))
     got = forward_backward(ms_deform_attn, *inputs)
     expected = forward_backward(ms_deform_attn_reference, *inputs)
-    # float32 sums in different orders; location gradients carry a factor W or H up to 64.
-    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[1][0], expected[1][0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[1][1], expected[1][1], rtol=1e-4, atol=2e-3)
-    torch.testing.assert_close(got[1][2], expected[1][2], rtol=1e-5, atol=5e-5)
+    # float32 sums in different orders (the reference's own error vs float64 is ~6e-7 of each tensor's largest
+    # entry); location gradients carry a factor W or H up to 64 and reach ~2e3, weight gradients ~20.
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(got[1][0], expected[1][0], rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(got[1][1], expected[1][1], rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(got[1][2], expected[1][2], rtol=1e-5, atol=2e-4)
 
 
 @pytest.mark.cuda
