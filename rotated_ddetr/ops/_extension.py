@@ -40,5 +40,5 @@ def has_kernel(op: str, device_type: str) -> bool:
 
 
 def backend(op: str, device: torch.device | str) -> str:
-    """"kernel" when `op` runs compiled on `device`, "reference" when its pure-PyTorch twin runs instead."""
+    """ "kernel" when `op` runs compiled on `device`, "reference" when its pure-PyTorch twin runs instead."""
     return "kernel" if has_kernel(op, torch.device(device).type) else "reference"
