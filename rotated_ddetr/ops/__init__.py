@@ -5,5 +5,6 @@ Each op dispatches to the compiled kernel of `rotated_ddetr._C` when one exists 
 """
 
 from rotated_ddetr.ops._extension import backend, extension_loaded, has_kernel
+from rotated_ddetr.ops.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference
 
-__all__ = ["backend", "extension_loaded", "has_kernel"]
+__all__ = ["backend", "extension_loaded", "has_kernel", "ms_deform_attn", "ms_deform_attn_reference"]
