@@ -71,7 +71,7 @@ def box_iou_rotated(boxes1: torch.Tensor, boxes2: torch.Tensor, aligned: bool = 
 
 
 def box_iou_rotated_reference(boxes1: torch.Tensor, boxes2: torch.Tensor, aligned: bool = False) -> torch.Tensor:
-    """Pure-PyTorch twin of `box_iou_rotated`: same arguments, same result (to rounding), any device, batched.
+    """Pure-PyTorch twin of `box_iou_rotated`: same arguments, same result (to rounding), on CPU or CUDA, batched.
 
     Args:
         boxes1: (N, 5) rboxes (cx, cy, w, h, angle), pixels and radians, floating point.

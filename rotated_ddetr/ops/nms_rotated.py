@@ -89,7 +89,7 @@ def batched_nms_rotated(
 
 
 def nms_rotated_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Pure-PyTorch twin of `nms_rotated`: same arguments, same result, any device."""
+    """Pure-PyTorch twin of `nms_rotated`: same arguments, same result, on CPU or CUDA."""
     _check_inputs(boxes, scores, None)
     return _nms_reference(boxes, scores, None, iou_threshold)
 
@@ -97,7 +97,7 @@ def nms_rotated_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_thresho
 def batched_nms_rotated_reference(
     boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
-    """Pure-PyTorch twin of `batched_nms_rotated`: same arguments, same result, any device."""
+    """Pure-PyTorch twin of `batched_nms_rotated`: same arguments, same result, on CPU or CUDA."""
     _check_inputs(boxes, scores, labels)
     return _nms_reference(boxes, scores, labels, iou_threshold)
 
