@@ -1,4 +1,4 @@
-"""The detector: padded images (B, 3, H, W) + padding mask -> `DetectorOutput` (per-layer logits and rboxes).
+"""The detector: padded [0, 1] images (B, 3, H, W) + padding mask -> `DetectorOutput` (per-layer logits, rboxes).
 
 `Detector.forward` calls the stages in order: backbone -> projection -> positional encoding -> deformable encoder ->
 (two-stage proposals) -> rotated decoder. `build_model(ModelConfig)` wires them with plain constructor calls.
@@ -28,7 +28,9 @@ class ModelConfig:
     Attributes:
         depth: ResNet depth (18, 34, 50, 101).
         pretrained: local path of a torchvision ResNet state dict, or None.
-        frozen_stages: ResNet stages frozen after the stem (1: stem + layer1, as Deformable DETR).
+        frozen_stages: ResNet stages frozen after the stem (1: stem + layer1, as Deformable DETR; 0: none).
+        backbone_norm: "frozen" (FrozenBatchNorm, for pretrained weights), "batch" or "group" (trainable, for
+            training from scratch).
         d_model: transformer width (a multiple of 32).
         n_heads: attention heads.
         n_levels: feature levels (strides 8, 16, 32, then 64, 128, ... from stride-2 convs).
@@ -45,6 +47,7 @@ class ModelConfig:
     depth: int = 50
     pretrained: str | None = None
     frozen_stages: int = 1
+    backbone_norm: str = "frozen"
     d_model: int = 256
     n_heads: int = 8
     n_levels: int = 4
@@ -126,12 +129,17 @@ class Detector(nn.Module):
         init = torch.cat((inverse_sigmoid(init), torch.zeros(num_queries, 1)), dim=-1)
         self.query_rboxes = nn.Parameter(init) if proposals is None else None
 
+    @property
+    def size_divisor(self) -> int:
+        """Pad images to a multiple of this (the largest stride) so that every level covers the padded image."""
+        return max(self.strides)
+
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> DetectorOutput:
         """Detects rotated objects.
 
         Args:
-            images: (B, 3, H, W) float normalised images, padded at the bottom/right to a common size (a multiple of
-                the largest stride keeps the sampling exact).
+            images: (B, 3, H, W) float RGB images in [0, 1] (the backbone applies the ImageNet mean/std), padded at
+                the bottom/right to a common size (a multiple of `size_divisor` keeps the sampling exact).
             masks: (B, H, W) bool, True at padding; None when no image is padded.
 
         Returns:
@@ -177,7 +185,7 @@ def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask:
 
 def build_model(cfg: ModelConfig) -> Detector:
     """Builds a `Detector` from a `ModelConfig` with plain constructor calls."""
-    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages)
+    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages, cfg.backbone_norm)
     projection = MultiScaleProjection(backbone.out_channels, cfg.d_model, cfg.n_levels)
 
     def attention() -> RotatedMSDeformAttn:
