@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rotated_ddetr.config import ModelConfig
 from rotated_ddetr.model.attention import MultiScaleLayout, RotatedMSDeformAttn
 from rotated_ddetr.model.backbone import MultiScaleProjection, ResNetBackbone, level_strides, resize_mask
 from rotated_ddetr.model.decoder import DeformableDecoderLayer, RotatedDecoder
@@ -19,53 +20,6 @@ from rotated_ddetr.model.position_encoding import PositionEmbeddingSine
 # Side of the two-stage base boxes, in strides of the token's level: 64 px at stride 8, close to Deformable DETR's
 # 0.05 * 2^l of an ~1000 px image (51 px), doubling with each level.
 PROPOSAL_SIDE_IN_STRIDES = 8.0
-
-
-@dataclass
-class ModelConfig:
-    """Primary hyper-parameters of the detector (derived values such as strides are computed in `build_model`).
-
-    Attributes:
-        depth: ResNet depth (18, 34, 50, 101).
-        pretrained: local path of a torchvision ResNet state dict, or None.
-        frozen_stages: ResNet stages frozen after the stem (1: stem + layer1, as Deformable DETR; 0: none).
-        backbone_norm: "frozen" (FrozenBatchNorm, for pretrained weights), "batch" or "group" (trainable, for
-            training from scratch).
-        d_model: transformer width (a multiple of 32).
-        n_heads: attention heads.
-        n_levels: feature levels (strides 8, 16, 32, then 64, 128, ... from stride-2 convs).
-        n_points: sampling points per head and level.
-        enc_layers, dec_layers: encoder / decoder depth.
-        ffn_dim: feed-forward hidden width.
-        dropout: dropout probability.
-        num_queries: decoder queries (DOTA needs >= 500: its tiles hold hundreds of objects).
-        num_classes: object classes (15 for DOTA-v1.0).
-        two_stage: seed the decoder with the top-k encoder proposals instead of learned references.
-        box_refine: iterative box refinement across decoder layers.
-    """
-
-    depth: int = 50
-    pretrained: str | None = None
-    frozen_stages: int = 1
-    backbone_norm: str = "frozen"
-    d_model: int = 256
-    n_heads: int = 8
-    n_levels: int = 4
-    n_points: int = 4
-    enc_layers: int = 6
-    dec_layers: int = 6
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-    num_queries: int = 500
-    num_classes: int = 15
-    two_stage: bool = True
-    box_refine: bool = True
-
-
-def tiny_config(num_classes: int = 15) -> ModelConfig:
-    """A small model that trains on a CPU: ResNet-18, d_model 64, 2 + 2 layers, 100 queries."""
-    return ModelConfig(depth=18, d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn_dim=128, dropout=0.0,
-                       num_queries=100, num_classes=num_classes)  # fmt: skip
 
 
 @dataclass
