@@ -1,0 +1,6 @@
+"""Evaluation: the DOTA Task1 rotated mAP, equal to the official devkit's (dota_map.py)."""
+
+from rotated_ddetr.evaluation.dota_map import average_precision, eval_dota, load_ground_truth
+from rotated_ddetr.evaluation.polygon_iou import devkit_polygon_iou, polygon_iou_pairs
+
+__all__ = ["average_precision", "devkit_polygon_iou", "eval_dota", "load_ground_truth", "polygon_iou_pairs"]

@@ -1,0 +1,69 @@
+"""Scores a DOTA Task1 submission against labelTxt ground truth: prints per-class AP and the mAP (the devkit's numbers).
+
+python tools/evaluate.py --dets DIR --labels DIR [--imageset FILE] [--metric voc07|area] [--iou-thr 0.5]
+                         [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from rotated_ddetr.evaluation import eval_dota
+from rotated_ddetr.evaluation.dota_map import METRICS
+from rotated_ddetr.fileio import atomic_write_text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="DOTA Task1 rotated mAP, equal to the official devkit's voc_eval class by class.",
+    )
+    parser.add_argument("--dets", required=True, help="folder of Task1_{class}.txt submission files")
+    parser.add_argument("--labels", required=True, help="labelTxt folder (or a dataset root holding labelTxt/)")
+    parser.add_argument("--imageset", help="file with one image name per line (default: every label file)")
+    parser.add_argument("--metric", choices=METRICS, default="voc07", help="11-point VOC07 (default) or area")
+    parser.add_argument("--iou-thr", type=float, default=0.5, help="IoU a true positive must exceed (default 0.5)")
+    parser.add_argument("--json", metavar="OUT", help="also write the full result as JSON here")
+    return parser.parse_args(argv)
+
+
+def format_table(result: dict) -> str:
+    """Per-class rows (class, AP, non-difficult ground truth, detections), then the mAP line.
+
+    Classes with neither ground truth nor detections in the evaluated images are left out; "-" marks a class with
+    detections but no ground truth (not part of the mAP).
+    """
+    names = [name for name, n in result["num_gt"].items() if n or result["num_dets"][name]]
+    width = max(len("class"), *(len(name) for name in names))
+    lines = [f"{'class':<{width}}  {'AP':>7}  {'gt':>7}  {'dets':>7}"]
+    for name in names:
+        num_gt = result["num_gt"][name]
+        ap = f"{result['AP'][name]:.4f}" if name in result["AP"] else "-"
+        lines.append(f"{name:<{width}}  {ap:>7}  {num_gt:>7}  {result['num_dets'][name]:>7}")
+    lines.append(
+        f"mAP ({result['metric']}, IoU > {result['iou_thr']:g}, {len(result['AP'])} classes): {result['mAP']:.4f}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = eval_dota(args.dets, args.labels, args.imageset, metric=args.metric, iou_thr=args.iou_thr)
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
+        print(format_table(result))
+        if args.json:
+            atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    except (OSError, ValueError) as error:  # missing files, malformed lines (DotaFormatError names file:line)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
