@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from report import append_results, format_table
 
 from rotated_ddetr.boxes import rboxes_to_polygons
 from rotated_ddetr.data import DotaLabels, Task1Detections, write_dota_labels, write_task1
@@ -113,17 +111,9 @@ def make_eval_set(
     return labels, dets
 
 
-def machine_description() -> str:
-    """`nproc`, the CPU model (/proc/cpuinfo), the load average (other jobs skew timings), Python and numpy."""
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    versions = f"Python {platform.python_version()}, numpy {np.__version__}"
-    return f"nproc={os.cpu_count()}, {model}, load average {load}, {versions}"
+def _row(what: str, metric: str, times: list[float], mean_ap: str = "") -> dict:
+    return {"what": what, "metric": metric, "runs": len(times), "median s": statistics.median(times),
+            "min s": min(times), "mAP": mean_ap}  # fmt: skip
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -155,16 +145,6 @@ def _devkit(folder: Path, classes: list[str], metric: str, ours: dict) -> tuple[
     return time.perf_counter() - start, worst
 
 
-def _record(rows: list[tuple], header: str) -> None:
-    """Appends a dated section (machine, command, table) to RESULTS.md, creating the file when absent."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nAppended by `benchmarks/*.py`.\n"
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"\n## bench_eval.py, {now}\n", f"- machine: {machine_description()}", f"- {header}\n"]
-    lines += ["| what | metric | runs | median s | min s | mAP |", "|---|---|---|---|---|---|"]
-    lines += [f"| {w} | {m} | {n} | {med:.3f} | {lo:.3f} | {ap} |" for w, m, n, med, lo, ap in rows]
-    atomic_write_text(RESULTS, text + "\n".join(lines) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=250)
@@ -191,18 +171,17 @@ def main() -> None:
             result = eval_dota(dets, labels, metric=metric)
             times = _timed(lambda m=metric: eval_dota(dets, labels, metric=m), args.repeats)
             mean_ap = f"{result['mAP']:.6f}"
-            rows.append(("eval_dota, in memory", metric, len(times), statistics.median(times), min(times), mean_ap))
+            rows.append(_row("eval_dota, in memory", metric, times, mean_ap))
             if args.files:
                 times = _timed(lambda m=metric: eval_dota(folder / "det", folder / "labelTxt", metric=m), args.repeats)
-                rows.append(("eval_dota, from folders", metric, len(times), statistics.median(times), min(times), ""))
+                rows.append(_row("eval_dota, from folders", metric, times))
             if args.devkit:
                 seconds, worst = _devkit(folder, list(result["AP"]), metric, result)
                 what = f"devkit voc_eval x{len(result['AP'])} (max AP diff {worst:.1e})"
-                rows.append((what, metric, 1, seconds, seconds, ""))
-    for row in rows:
-        print(f"{row[0]:<48} {row[1]:<6} runs={row[2]} median={row[3]:.3f}s min={row[4]:.3f}s {row[5]}")
+                rows.append(_row(what, metric, [seconds]))
+    print(format_table(rows))
     if not args.no_record:
-        _record(rows, header)
+        append_results("bench_eval.py: eval_dota vs the official devkit", rows, header)
 
 
 if __name__ == "__main__":
