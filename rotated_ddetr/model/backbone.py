@@ -1,10 +1,12 @@
-"""Backbone: padded images (B, 3, H, W) + padding mask -> multi-scale d_model feature maps with per-level masks.
+"""Backbone: padded [0, 1] images (B, 3, H, W) -> multi-scale d_model feature maps (and per-level padding masks).
 
-A torchvision ResNet (frozen BatchNorm, frozen stem) gives strides 8/16/32; `MultiScaleProjection` maps them to
-d_model with GroupNorm and adds stride-2 levels (64, 128, ...) as in Deformable DETR. First stage of the detector.
+A torchvision ResNet (ImageNet normalisation inside, frozen/batch/group norm, frozen stem) gives strides 8/16/32;
+`MultiScaleProjection` maps them to d_model with GroupNorm and adds stride-2 levels (64, 128, ...) as in Deformable
+DETR. First stage of the detector.
 """
 
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,46 +16,85 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 _RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50,
             101: torchvision.models.resnet101}  # fmt: skip
+# The statistics torchvision's ImageNet weights were trained with (RGB, images in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMS = ("frozen", "batch", "group")
+
+
+def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """The ResNet's normalisation layer for `norm` ("frozen", "batch" or "group" with 32 groups)."""
+    if norm == "frozen":
+        return FrozenBatchNorm2d
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "group":
+        return lambda channels: nn.GroupNorm(32, channels)
+    raise ValueError(f"backbone norm must be one of {NORMS}, got {norm!r}")
 
 
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet returning the outputs of layer2/3/4 (strides 8, 16, 32).
 
-    All BatchNorms are `FrozenBatchNorm2d` (fixed statistics and affine terms, as in DETR: detection batches are too
-    small for batch statistics). The stem (conv1) and the first `frozen_stages` residual stages do not train.
+    Takes RGB images in [0, 1] and applies the ImageNet mean/std itself (buffers), so data and inference code never
+    normalise. Norm layers: "frozen" = `FrozenBatchNorm2d` (fixed statistics and affine terms, as in DETR: for
+    pretrained weights, since detection batches are too small for batch statistics); "batch" = trainable BatchNorm
+    (statistics over batch and pixels: the choice for training from scratch, where frozen random-init norms
+    normalise nothing); "group" = GroupNorm(32) (independent of the batch size, slower on CPU). The stem (conv1) and
+    the first `frozen_stages` residual stages do not train, and their BatchNorm statistics stay fixed.
 
     Args:
         depth: 18, 34, 50 or 101.
         pretrained: path to a local torchvision ResNet state dict (e.g. `resnet50-0676ba61.pth`), or None for random
-            weights. Nothing is ever downloaded.
-        frozen_stages: residual stages frozen after the stem (1 = stem and layer1, as in DETR / Deformable DETR).
+            weights. Nothing is ever downloaded. Needs norm "frozen" or "batch".
+        frozen_stages: residual stages frozen after the stem (1 = stem and layer1, as in DETR / Deformable DETR;
+            0 = everything trains, stem included).
+        norm: "frozen", "batch" or "group".
 
     Raises:
-        ValueError: unsupported depth, or a state dict that does not fit this ResNet.
+        ValueError: unsupported depth or norm, or a state dict that does not fit this ResNet.
         FileNotFoundError: `pretrained` does not exist.
     """
 
     strides = (8, 16, 32)
 
-    def __init__(self, depth: int = 50, pretrained: str | None = None, frozen_stages: int = 1) -> None:
+    def __init__(
+        self, depth: int = 50, pretrained: str | None = None, frozen_stages: int = 1, norm: str = "frozen"
+    ) -> None:
         super().__init__()
         if depth not in _RESNETS:
             raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages}")
-        resnet = _RESNETS[depth](weights=None, norm_layer=FrozenBatchNorm2d)
+        if pretrained is not None and norm == "group":
+            raise ValueError("pretrained torchvision ResNet weights need backbone norm 'frozen' or 'batch'")
+        resnet = _RESNETS[depth](weights=None, norm_layer=_norm_layer(norm))
         if pretrained is not None:
             _load_torchvision_state_dict(resnet, pretrained, depth)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
-        for module in [self.stem, *self.stages[:frozen_stages]]:
+        self.frozen_stages = frozen_stages
+        for module in self._frozen_modules():
             module.requires_grad_(False)
         width = 512 if depth >= 50 else 128  # output channels of layer2 (bottleneck expansion 4 for depth >= 50)
         self.out_channels = (width, 2 * width, 4 * width)
 
+    def train(self, mode: bool = True) -> "ResNetBackbone":
+        """Sets the training mode; frozen parts stay in eval mode (their BatchNorm statistics do not move)."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        """The stem and the first `frozen_stages` residual stages."""
+        return [self.stem, *self.stages[: self.frozen_stages]]
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) normalised images -> [(B, C_l, ceil(H/s), ceil(W/s)) for s in 8, 16, 32]."""
-        x = self.stem(images)
+        """(B, 3, H, W) RGB images in [0, 1] -> [(B, C_l, ceil(H/s), ceil(W/s)) for s in 8, 16, 32]."""
+        x = self.stem((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
         outputs = []
         for index, stage in enumerate(self.stages):
             x = stage(x)
@@ -72,9 +113,11 @@ def _load_torchvision_state_dict(resnet: nn.Module, path: str, depth: int) -> No
     result = resnet.load_state_dict(state, strict=False)
     own = resnet.state_dict()
     shapes = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if result.missing_keys or result.unexpected_keys or shapes:
+    # Trainable BatchNorm counts its updates; torchvision's published weights predate that counter.
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys or shapes:
         raise ValueError(
-            f"{path!r} is not a torchvision ResNet-{depth} state dict: missing {result.missing_keys[:5]}, "
+            f"{path!r} is not a torchvision ResNet-{depth} state dict: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}, wrong shapes {shapes[:5]}"
         )
 

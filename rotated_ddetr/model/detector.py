@@ -1,4 +1,4 @@
-"""The detector: padded images (B, 3, H, W) + padding mask -> `DetectorOutput` (per-layer logits and rboxes).
+"""The detector: padded [0, 1] images (B, 3, H, W) + padding mask -> `DetectorOutput` (per-layer logits, rboxes).
 
 `Detector.forward` calls the stages in order: backbone -> projection -> positional encoding -> deformable encoder ->
 (two-stage proposals) -> rotated decoder. `build_model(ModelConfig)` wires them with plain constructor calls.
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rotated_ddetr.config import ModelConfig
 from rotated_ddetr.model.attention import MultiScaleLayout, RotatedMSDeformAttn
 from rotated_ddetr.model.backbone import MultiScaleProjection, ResNetBackbone, level_strides, resize_mask
 from rotated_ddetr.model.decoder import DeformableDecoderLayer, RotatedDecoder
@@ -19,50 +20,6 @@ from rotated_ddetr.model.position_encoding import PositionEmbeddingSine
 # Side of the two-stage base boxes, in strides of the token's level: 64 px at stride 8, close to Deformable DETR's
 # 0.05 * 2^l of an ~1000 px image (51 px), doubling with each level.
 PROPOSAL_SIDE_IN_STRIDES = 8.0
-
-
-@dataclass
-class ModelConfig:
-    """Primary hyper-parameters of the detector (derived values such as strides are computed in `build_model`).
-
-    Attributes:
-        depth: ResNet depth (18, 34, 50, 101).
-        pretrained: local path of a torchvision ResNet state dict, or None.
-        frozen_stages: ResNet stages frozen after the stem (1: stem + layer1, as Deformable DETR).
-        d_model: transformer width (a multiple of 32).
-        n_heads: attention heads.
-        n_levels: feature levels (strides 8, 16, 32, then 64, 128, ... from stride-2 convs).
-        n_points: sampling points per head and level.
-        enc_layers, dec_layers: encoder / decoder depth.
-        ffn_dim: feed-forward hidden width.
-        dropout: dropout probability.
-        num_queries: decoder queries (DOTA needs >= 500: its tiles hold hundreds of objects).
-        num_classes: object classes (15 for DOTA-v1.0).
-        two_stage: seed the decoder with the top-k encoder proposals instead of learned references.
-        box_refine: iterative box refinement across decoder layers.
-    """
-
-    depth: int = 50
-    pretrained: str | None = None
-    frozen_stages: int = 1
-    d_model: int = 256
-    n_heads: int = 8
-    n_levels: int = 4
-    n_points: int = 4
-    enc_layers: int = 6
-    dec_layers: int = 6
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-    num_queries: int = 500
-    num_classes: int = 15
-    two_stage: bool = True
-    box_refine: bool = True
-
-
-def tiny_config(num_classes: int = 15) -> ModelConfig:
-    """A small model that trains on a CPU: ResNet-18, d_model 64, 2 + 2 layers, 100 queries."""
-    return ModelConfig(depth=18, d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn_dim=128, dropout=0.0,
-                       num_queries=100, num_classes=num_classes)  # fmt: skip
 
 
 @dataclass
@@ -126,12 +83,17 @@ class Detector(nn.Module):
         init = torch.cat((inverse_sigmoid(init), torch.zeros(num_queries, 1)), dim=-1)
         self.query_rboxes = nn.Parameter(init) if proposals is None else None
 
+    @property
+    def size_divisor(self) -> int:
+        """Pad images to a multiple of this (the largest stride) so that every level covers the padded image."""
+        return max(self.strides)
+
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> DetectorOutput:
         """Detects rotated objects.
 
         Args:
-            images: (B, 3, H, W) float normalised images, padded at the bottom/right to a common size (a multiple of
-                the largest stride keeps the sampling exact).
+            images: (B, 3, H, W) float RGB images in [0, 1] (the backbone applies the ImageNet mean/std), padded at
+                the bottom/right to a common size (a multiple of `size_divisor` keeps the sampling exact).
             masks: (B, H, W) bool, True at padding; None when no image is padded.
 
         Returns:
@@ -177,7 +139,7 @@ def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask:
 
 def build_model(cfg: ModelConfig) -> Detector:
     """Builds a `Detector` from a `ModelConfig` with plain constructor calls."""
-    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages)
+    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages, cfg.backbone_norm)
     projection = MultiScaleProjection(backbone.out_channels, cfg.d_model, cfg.n_levels)
 
     def attention() -> RotatedMSDeformAttn:

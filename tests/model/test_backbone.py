@@ -1,4 +1,4 @@
-"""Backbone: padding masks per level, frozen parts, local pretrained weights, multi-scale projection shapes."""
+"""Backbone: padding masks per level, frozen parts, norms, ImageNet normalisation, pretrained weights, projections."""
 
 import pytest
 import torch
@@ -55,3 +55,55 @@ def test_pretrained_local_file(tmp_path):
         ResNetBackbone(18, pretrained=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="ResNet-34"):
         ResNetBackbone(34, pretrained=str(path))
+
+
+def test_imagenet_normalisation_inside():
+    backbone = ResNetBackbone(18).eval()
+    reference = torchvision.models.resnet18(weights=None).eval()
+    reference.load_state_dict(_state_of(backbone))
+    images = torch.rand(2, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = reference.maxpool(reference.relu(reference.bn1(reference.conv1((images - mean) / std))))
+    expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(x))))
+    torch.testing.assert_close(backbone(images)[-1], expected, rtol=1e-5, atol=1e-5)
+    assert "mean" not in backbone.state_dict()  # constants, not weights
+
+
+def _state_of(backbone: ResNetBackbone) -> dict:
+    """The backbone's weights under torchvision's ResNet names."""
+    stem = {"conv1": backbone.stem[0], "bn1": backbone.stem[1]}
+    state = {f"{name}.{k}": v for name, module in stem.items() for k, v in module.state_dict().items()}
+    for index, stage in enumerate(backbone.stages):
+        state.update({f"layer{index + 1}.{k}": v for k, v in stage.state_dict().items()})
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    return {k: state.get(k, reference[k]) for k in reference}
+
+
+@pytest.mark.parametrize("norm, layer", [("batch", torch.nn.BatchNorm2d), ("group", torch.nn.GroupNorm)])
+def test_trainable_norms(norm, layer):
+    backbone = ResNetBackbone(18, frozen_stages=1, norm=norm)
+    norms = [m for m in backbone.modules() if isinstance(m, layer)]
+    assert len(norms) == 20  # stem 1 + layer1 2 x 2 + layers 2-4 3 x (2 x 2 + 1 downsample)
+    backbone.train()
+    assert not backbone.stem[1].training and not backbone.stages[0][0].bn1.training
+    assert backbone.stages[1][0].bn1.training
+    assert all(p.requires_grad for n, p in backbone.named_parameters() if n.startswith("stages.1."))
+    if norm == "batch":  # frozen stages keep their statistics while training
+        before = backbone.stem[1].running_mean.clone()
+        backbone(torch.rand(2, 3, 64, 64))
+        assert torch.equal(backbone.stem[1].running_mean, before)
+        assert not torch.equal(backbone.stages[1][0].bn1.running_mean, torch.zeros(128))
+    with pytest.raises(ValueError, match="norm"):
+        ResNetBackbone(18, norm="layer")
+
+
+def test_pretrained_into_batchnorm(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    backbone = ResNetBackbone(18, pretrained=str(path), norm="batch")
+    assert torch.equal(backbone.stages[2][0].bn2.running_var, reference.layer3[0].bn2.running_var)
+    with pytest.raises(ValueError, match="frozen' or 'batch"):
+        ResNetBackbone(18, pretrained=str(path), norm="group")

@@ -11,7 +11,7 @@ from rotated_ddetr.training import HungarianMatcher, SetCriterion
 
 
 def _draw(rboxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(3, H, W) image: -1 background, +1 inside the pixel rboxes."""
+    """(3, H, W) image in [0, 1]: 0 background, 1 inside the pixel rboxes."""
     ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
     inside = torch.zeros(height, width, dtype=torch.bool)
     for cx, cy, w, h, a in rboxes.tolist():
@@ -19,7 +19,7 @@ def _draw(rboxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
         u = dx * torch.cos(torch.tensor(a)) + dy * torch.sin(torch.tensor(a))
         v = -dx * torch.sin(torch.tensor(a)) + dy * torch.cos(torch.tensor(a))
         inside |= (u.abs() <= w / 2) & (v.abs() <= h / 2)
-    return (inside.float() * 2 - 1).expand(3, -1, -1)
+    return inside.float().expand(3, -1, -1)
 
 
 @pytest.mark.slow

@@ -1,0 +1,143 @@
+"""Checkpoints: training state (model, optimiser, schedule, scaler, counters, RNG, resolved config, classes) <-> file.
+
+Written atomically (temp file + rename through `rotated_ddetr.fileio`) by the training loop; read back with
+`torch.load(weights_only=True)` to resume training (`load_checkpoint`) or to run inference (`load_model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from rotated_ddetr.config import Config, ConfigError
+from rotated_ddetr.fileio import atomic_open
+from rotated_ddetr.model import Detector, build_model
+
+FORMAT_VERSION = 1
+_REQUIRED = ("format_version", "model", "config", "classes", "epoch", "step")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable rotated_ddetr checkpoint (the message names the file and the fault)."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside a DistributedDataParallel (or any wrapper exposing `.module`)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of torch (CPU and every CUDA device) and Python's `random`, as tensors and plain values.
+
+    numpy's legacy global RNG is not part of it: the project never draws from it (ruff NPY002).
+    """
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores the RNG states captured by `rng_state` (CUDA states only for the devices present)."""
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    cfg: Config,
+    classes: tuple[str, ...] | list[str],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    batches_done: int = 0,
+) -> None:
+    """Writes a self-contained checkpoint atomically (a crash never leaves a half-written file).
+
+    Args:
+        path: the file to (over)write.
+        model: the detector (DDP-wrapped or not).
+        cfg: the resolved config (stored as its dict).
+        classes: class names in label order.
+        optimizer, scheduler, scaler: training state, or None.
+        epoch: the epoch the next step belongs to (0-based).
+        step: optimiser steps done so far.
+        batches_done: batches of `epoch` already consumed (0 at an epoch boundary).
+    """
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "epoch": int(epoch),
+        "step": int(step),
+        "batches_done": int(batches_done),
+        "rng": rng_state(),
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads a checkpoint with `torch.load(weights_only=True)` (tensors and plain containers only).
+
+    Returns:
+        The dict written by `save_checkpoint` ("model", "optimizer", "scheduler", "scaler", "epoch", "step",
+        "batches_done", "rng", "config" (dict), "classes", "format_version").
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, or not a rotated_ddetr checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike for a damaged file
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from None
+    missing = [key for key in _REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a rotated_ddetr checkpoint (missing {missing})")
+    if state["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format {state['format_version']} is newer than this code ({FORMAT_VERSION})")
+    return state
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Detector, Config, tuple[str, ...]]:
+    """The trained detector of a checkpoint, for inference.
+
+    The backbone's `pretrained` path is not needed (all weights come from the checkpoint).
+
+    Returns:
+        (model on `device` in eval mode, its resolved Config, its class names in label order).
+
+    Raises:
+        FileNotFoundError, CheckpointError: see `load_checkpoint`; also a config or weights that do not fit.
+    """
+    state = load_checkpoint(path)
+    try:
+        cfg = Config.from_dict(state["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: bad stored config ({error})") from None
+    model = build_model(dataclasses.replace(cfg.model, pretrained=None))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: the weights do not fit the stored config ({error})") from None
+    return model.to(device).eval(), cfg, tuple(state["classes"])

@@ -1,0 +1,79 @@
+"""Checkpoints: atomic writes, weights_only round trip of every part, RNG restore, load_model, clear errors."""
+
+import random
+
+import pytest
+import torch
+
+from rotated_ddetr.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
+from rotated_ddetr.config import Config, resolve, tiny_config
+
+
+def _setup():
+    cfg = Config()
+    cfg.model = tiny_config()
+    cfg.model.num_queries = 10
+    cfg.data.classes = ("plane", "ship")
+    cfg = resolve(cfg)
+    torch.manual_seed(0)
+    from rotated_ddetr.model import build_model
+
+    model = build_model(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.rand(1, 3, 64, 64)).logits.sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 3)
+    return cfg, model, optimizer, scheduler
+
+
+def test_round_trip(tmp_path):
+    cfg, model, optimizer, scheduler = _setup()
+    path = tmp_path / "ckpt.pth"
+    torch.manual_seed(123)
+    random.seed(5)
+    save_checkpoint(path, model, cfg, cfg.data.classes, optimizer=optimizer, scheduler=scheduler, epoch=2, step=17,
+                    batches_done=3)  # fmt: skip
+    expected = (torch.rand(3), random.random())
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temporary file left behind
+    state = load_checkpoint(path)
+    assert (state["epoch"], state["step"], state["batches_done"]) == (2, 17, 3)
+    assert state["classes"] == ["plane", "ship"] and Config.from_dict(state["config"]) == cfg
+    assert state["scaler"] is None and state["scheduler"]["step_size"] == 3
+    for key, value in model.state_dict().items():
+        assert torch.equal(state["model"][key], value), key
+    exp_avg = optimizer.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(state["optimizer"]["state"][0]["exp_avg"], exp_avg)
+    set_rng_state(state["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    loaded, loaded_cfg, classes = load_model(path)
+    assert classes == ("plane", "ship") and loaded_cfg == cfg and not loaded.training
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).rboxes, model.eval()(images).rboxes, rtol=0, atol=0)
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    cfg, model, optimizer, _ = _setup()
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(path, model, cfg, cfg.data.classes, step=1)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, model, cfg, cfg.data.classes, step=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "junk.pth")
+    torch.save({"model": {}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path / "other.pth")
