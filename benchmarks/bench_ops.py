@@ -23,10 +23,14 @@ def main() -> None:
     if not extension_loaded():
         sys.exit("rotated_ddetr._C is not built: there is no kernel to benchmark (see README, Install)")
     print(f"Machine: {machine_description()}")
-    rows = bench_ops_msda.rows() + bench_ops_iou_nms.rows()
-    print(format_table(rows))
-    if not args.no_record:
-        append_results("bench_ops.py: compiled ops vs pure-PyTorch twins", rows)
+    tables = {
+        "ms_deform_attn: kernel vs grid_sample twin (forward+backward)": bench_ops_msda.rows(),
+        "box_iou_rotated (vs shapely 2) and nms_rotated (vs twin)": bench_ops_iou_nms.rows(),
+    }
+    for title, rows in tables.items():
+        print(f"\n{title}\n{format_table(rows)}")
+        if not args.no_record:
+            append_results(f"bench_ops.py, {title}", rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark of box_iou_rotated and nms_rotated: compiled kernel vs pure-PyTorch twin (vs shapely 2 for IoU).
 
-`rows()` returns one dict per (op, implementation, device); `python -m benchmarks.bench_ops_iou_nms` (from the
-repository root, or as a script once the package is installed) prints a table.
+`rows()` returns one dict per (op, implementation, device); `python benchmarks/bench_ops_iou_nms.py` prints them as
+a table (`python benchmarks/bench_ops.py` runs every op benchmark and records the table in RESULTS.md).
 Times are the median of `--repeats` runs for the kernels and of one run for the slow baselines.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import shapely
 import torch
+from report import format_table
 
 from rotated_ddetr.boxes import rboxes_to_corners
 from rotated_ddetr.ops import (
@@ -145,17 +146,6 @@ def rows(
     )
 
 
-def _print_table(table: list[dict]) -> None:
-    columns = ["op", "shape", "impl", "device", "time_ms", "speedup", "max_abs_diff", "kept"]
-    formatted = [
-        [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns] for row in table
-    ]
-    widths = [max(len(c), *(len(r[i]) for r in formatted)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for r in formatted:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iou-boxes", type=int, default=2000, help="N for the sparse N x N IoU matrix")
@@ -169,4 +159,4 @@ if __name__ == "__main__":
         # On a machine shared with other jobs, fewer threads than cores avoids waiting on descheduled OpenMP threads.
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    _print_table(rows(args.iou_boxes, args.dense_iou_boxes, args.nms_objects, args.nms_per_object, args.repeats))
+    print(format_table(rows(args.iou_boxes, args.dense_iou_boxes, args.nms_objects, args.nms_per_object, args.repeats)))

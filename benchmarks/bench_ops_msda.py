@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from report import format_table  # noqa: E402
 
 from rotated_ddetr.ops import backend, ms_deform_attn, ms_deform_attn_reference  # noqa: E402
 
@@ -174,14 +175,6 @@ def rows() -> list[dict]:
     return table
 
 
-def print_table(table: list[dict]) -> None:
-    columns = list(table[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in table:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peak-memory-child", nargs=2, metavar=("SHAPE", "IMPL"), help=argparse.SUPPRESS)
@@ -192,7 +185,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads", end="")
     print(f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
     print("fwd_bwd_ms: median of forward+backward steps; speedup and mem_ratio: relative to the reference row\n")
-    print_table(rows())
+    print(format_table(rows()))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
+from rotated_ddetr.fileio import atomic_write_text
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def machine_description() -> str:
-    """One line: CPU model and cores, RAM, GPU (if any), torch version."""
+    """One line: CPU model and cores, RAM, GPU (if any), load average, Python and torch versions."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -22,7 +24,11 @@ def machine_description() -> str:
         pass
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM, {gpu}, torch {torch.__version__}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # other jobs on the machine skew timings
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM, {gpu}, load average {load}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def format_table(rows: list[dict]) -> str:
@@ -43,11 +49,9 @@ def format_table(rows: list[dict]) -> str:
 
 def append_results(title: str, rows: list[dict], notes: str = "") -> None:
     """Appends a dated section with the machine description and the table to benchmarks/RESULTS.md."""
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in benchmarks/; newest last.\n")
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    section = f"\n## {title} ({stamp})\nMachine: {machine_description()}\n\n{format_table(rows)}\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nAppended by `benchmarks/*.py`.\n"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = f"\n## {title}, {stamp}\n\n- machine: {machine_description()}\n"
     if notes:
-        section += f"\n{notes}\n"
-    with RESULTS.open("a") as f:
-        f.write(section)
+        section += f"- {notes}\n"
+    atomic_write_text(RESULTS, text + section + "\n" + format_table(rows) + "\n")

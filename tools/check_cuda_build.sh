@@ -23,8 +23,13 @@ if [[ -z $cuda_home ]]; then
 fi
 echo "[cuda-check] compiling CUDA kernels for sm_90 with CUDA_HOME=$cuda_home"
 start=$SECONDS
-CUDA_HOME=$cuda_home FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${CHECK_CUDA_ARCH:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-  python setup.py -q build_ext --build-temp build/cuda_check/tmp --build-lib build/cuda_check/lib
+mkdir -p build/cuda_check
+log=build/cuda_check/build.log
+if ! CUDA_HOME=$cuda_home FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${CHECK_CUDA_ARCH:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+  python setup.py -q build_ext --build-temp build/cuda_check/tmp --build-lib build/cuda_check/lib >"$log" 2>&1; then
+  grep -E "error|Error" "$log" | head -40
+  echo "[cuda-check] FAILED: the CUDA kernels do not compile (full log: $log)"; exit 1
+fi
 so=$(ls build/cuda_check/lib/rotated_ddetr/_C*.so)
 # Load the CUDA build on its own (not through the package, which holds the CPU build) and list its CUDA kernels.
 python - "$so" <<'PY'

@@ -7,6 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tools/setup_env.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
+# Test-only: the official DOTA devkit, packaged, for the split and mAP cross-checks. Its declared dependencies
+# (opencv-contrib, a third provider of cv2) are not needed for what the tests call.
+python -m pip install -q --no-deps dotadevkit==1.3.0 click
 if command -v nvcc >/dev/null 2>&1 && [[ ${SKIP_CUDA_CHECK:-0} != 1 ]]; then
   bash tools/check_cuda_build.sh
 fi

@@ -16,7 +16,7 @@ if ! python -c "import torch, torchvision" 2>/dev/null; then
   echo "[setup] installing torch + torchvision (several GB, a few minutes)"
   python -m pip install torchvision
 fi
-python -m pip install -q "setuptools>=77" wheel ninja
+python -m pip install -q "setuptools>=64" wheel ninja
 echo "[setup] building rotated_ddetr and its compiled ops"
 MAX_JOBS=${MAX_JOBS:-$(nproc)} python -m pip install -q --no-build-isolation -e ".[dev]"
 python -m rotated_ddetr.info

@@ -1,8 +1,7 @@
-"""IoU of DOTA quadrilaterals with the official devkit's semantics: pairs of (K, 8) polygons in -> (K,) IoUs out.
+"""IoU of DOTA quadrilaterals with the devkit's semantics: pairs of (K, 8) polygons in -> (K,) IoUs out (for the mAP).
 
-`polygon_iou_pairs` is the vectorised numpy version used by the mAP, with a bound on how far the devkit's own
-rounding may lie from it; `devkit_polygon_iou` is an operation-for-operation port of the devkit's
-`polyiou.iou_poly` (bit-identical, scalar), used for the few pairs where that rounding decides an outcome.
+`polygon_iou_pairs`: vectorised, with a bound on the devkit's own rounding; `devkit_polygon_iou`: a bit-identical
+scalar port of the devkit's `polyiou.iou_poly`, for the few pairs where that rounding decides an outcome.
 """
 
 from __future__ import annotations
