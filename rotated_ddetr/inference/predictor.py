@@ -2,6 +2,7 @@
 
 `tiled_predict` runs the stages in that order for any detector given as a `predict_tiles` callable (uint8 tiles in,
 per-tile `Detections` out); tiles are read by a background thread while the detector works on the previous batch.
+`Predictor` is that callable for a trained checkpoint; `predict_scenes` runs many scenes and writes their files.
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
+from rotated_ddetr.checkpoint import load_model
+from rotated_ddetr.data.batching import pad_images
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
-from rotated_ddetr.inference.postprocess import Detections
+from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
 from rotated_ddetr.inference.tiling import plan_tiles, prefetch_batches
 from rotated_ddetr.inference.writers import SceneResult, scene_result_path, write_scene_outputs
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
+_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def tiled_predict(
@@ -134,3 +140,77 @@ def predict_scenes(
             continue
         report.done.append(path)
     return report
+
+
+class Predictor:
+    """A trained detector as a `predict_tiles` callable: uint8 RGB tiles -> per-tile `Detections` in tile pixels.
+
+    Each tile becomes a float image in [0, 1] on the device (sent as uint8: a quarter of the bytes), resized by the
+    model's input `scale` when its config resizes inputs (bilinear, antialiased, as in training), padded into one
+    batch (`pad_images`, to the model's size divisor) and run through the model and `postprocess`; the boxes are
+    mapped back to the tile's pixels.
+
+    Args:
+        model: the detector (eval mode), on `device`.
+        classes: class names in label order.
+        scale: the model's input scale (`cfg.data.scale`).
+        device: where the model runs.
+        amp: "none", "bf16" or "fp16" autocast.
+        top_k: candidates kept per tile by `postprocess`.
+        score_threshold: minimum score kept per tile.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        classes: Sequence[str],
+        scale: float = 1.0,
+        device: str | torch.device = "cpu",
+        amp: str = "none",
+        top_k: int = 300,
+        score_threshold: float = 0.0,
+    ) -> None:
+        if amp not in _AMP_DTYPES:
+            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+        self.model, self.classes, self.scale = model.eval(), tuple(classes), float(scale)
+        self.device, self.amp = torch.device(device), amp
+        self.top_k, self.score_threshold = top_k, score_threshold
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "none", **options
+    ) -> Predictor:
+        """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`): its weights, classes and
+        input scale; `options` (top_k, score_threshold) default to the config's evaluation settings."""
+        model, cfg, classes = load_model(path, device)
+        options = {"top_k": cfg.train.eval_top_k, "score_threshold": cfg.train.eval_score_thr, **options}
+        return cls(model, classes, cfg.data.scale, device, amp, **options)
+
+    def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale."""
+        images = []
+        for tile in tiles:
+            image = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).permute(2, 0, 1).float().div_(255)
+            if self.scale != 1:
+                size = [max(1, round(tile.shape[0] * self.scale)), max(1, round(tile.shape[1] * self.scale))]
+                image = F.interpolate(image[None], size, mode="bilinear", antialias=True, align_corners=False)[0]
+            images.append(image)
+        return images
+
+    @torch.no_grad()
+    def predict_tiles(self, tiles: Sequence[np.ndarray]) -> list[Detections]:
+        """Detections of each (h, w, 3) uint8 RGB tile, in its pixels (canonical rboxes, scores decreasing)."""
+        if not tiles:
+            return []
+        batch, masks = pad_images(self._to_images(tiles), self.model.size_divisor)
+        dtype = _AMP_DTYPES[self.amp]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = self.model(batch, masks)
+        sizes = torch.tensor([tile.shape[:2] for tile in tiles], device=self.device)  # boxes back in tile pixels
+        return postprocess(outputs, sizes, self.top_k, self.score_threshold)
+
+    __call__ = predict_tiles
+
+    def predict(self, image: np.ndarray | str | os.PathLike | SceneReader, **options) -> Detections:
+        """`tiled_predict(image, self.predict_tiles, **options)`."""
+        return tiled_predict(image, self.predict_tiles, **options)

@@ -308,9 +308,9 @@ def list_scenes(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         elif glob.has_magic(item):
             found = sorted(Path(p) for p in glob.glob(item) if os.path.isfile(p))
         else:
-            found = [Path(item)]
+            found = [Path(item)] if Path(item).is_file() else []
         if not found:
-            raise SceneError(f"{item}: no scene files found")
+            raise SceneError(f"{item}: no such file, or no scene files found there")
         paths += [p for p in found if p not in paths]
     stems = [p.stem for p in paths]
     clashes = sorted({s for s in stems if stems.count(s) > 1})

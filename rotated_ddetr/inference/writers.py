@@ -47,12 +47,14 @@ class SceneResult:
 
     @classmethod
     def from_detections(cls, detections: Detections, class_names: Sequence[str]) -> SceneResult:
-        """Polygons from the rboxes (float64), names from the labels (indices into `class_names`)."""
+        """Polygons from the rboxes, rounded to 0.01 px; scores rounded to 1e-6 (float32 detections carry no more;
+        the files stay short); names from the labels (indices into `class_names`)."""
         polygons = rboxes_to_polygons(detections.rboxes.detach().cpu().double().numpy()).reshape(-1, 8)
         labels = detections.labels.detach().cpu().tolist()
         if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
             raise ValueError(f"labels {min(labels)}..{max(labels)} do not index {len(class_names)} class names")
-        return cls(polygons, [class_names[i] for i in labels], detections.scores.detach().cpu().double().numpy())
+        scores = np.round(detections.scores.detach().cpu().double().numpy(), 6)
+        return cls(np.round(polygons, 2), [class_names[i] for i in labels], scores)
 
 
 def scene_result_path(out: str | os.PathLike, name: str) -> Path:

@@ -166,5 +166,5 @@ def test_list_scenes(tmp_path):
     assert list_scenes([str(tmp_path / "*.tif"), tmp_path / "b.tif"]) == [tmp_path / "b.tif"]
     with pytest.raises(SceneError, match="share the names"):
         list_scenes([tmp_path, tmp_path / "sub"])
-    with pytest.raises(SceneError, match="no scene files"):
+    with pytest.raises(SceneError, match="no scene files found"):
         list_scenes([str(tmp_path / "*.jp2")])

@@ -72,7 +72,7 @@ def test_scene_result_and_task1_files_round_trip(tmp_path):
     result = _result()
     write_scene_result(tmp_path / "a.txt", result)
     lines = (tmp_path / "a.txt").read_text().splitlines()
-    assert lines[0] == "10 20 30 20 30 40 10 40 ship 0.8999999761581421"  # float32 score, lossless
+    assert lines[0] == "10 20 30 20 30 40 10 40 ship 0.9"  # polygons to 0.01 px, scores to 1e-6; shortest text
     back = read_scene_result(tmp_path / "a.txt")
     np.testing.assert_allclose(back.polygons, result.polygons, atol=1e-12)
     assert back.classes == ["ship", "plane"] and back.scores.tolist() == result.scores.tolist()
