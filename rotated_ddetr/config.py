@@ -121,7 +121,7 @@ class TrainConfig:
         clip_max_norm: gradient clipping by global norm (0 disables).
         lr_drop: epoch after which the learning rates drop by `lr_drop_factor` (step schedule; 0 = never).
         lr_drop_factor: that factor.
-        warmup_steps: linear learning-rate warmup from 0.1 x over this many steps.
+        warmup_steps: linear learning-rate warmup: step s < warmup_steps runs at (s + 1) / warmup_steps of the rate.
         batch_size: images per process and step.
         num_workers: DataLoader worker processes (0 = load in the main process).
         amp: mixed precision: "none", "bf16" (autocast) or "fp16" (autocast + GradScaler).

@@ -13,6 +13,7 @@ import warnings
 
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.evaluation.dota_map import METRICS
+from rotated_ddetr.evaluation.report import format_table
 from rotated_ddetr.fileio import atomic_write_text
 
 
@@ -27,25 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iou-thr", type=float, default=0.5, help="IoU a true positive must exceed (default 0.5)")
     parser.add_argument("--json", metavar="OUT", help="also write the full result as JSON here")
     return parser.parse_args(argv)
-
-
-def format_table(result: dict) -> str:
-    """Per-class rows (class, AP, non-difficult ground truth, detections), then the mAP line.
-
-    Classes with neither ground truth nor detections in the evaluated images are left out; "-" marks a class with
-    detections but no ground truth (not part of the mAP).
-    """
-    names = [name for name, n in result["num_gt"].items() if n or result["num_dets"][name]]
-    width = max(len("class"), *(len(name) for name in names))
-    lines = [f"{'class':<{width}}  {'AP':>7}  {'gt':>7}  {'dets':>7}"]
-    for name in names:
-        num_gt = result["num_gt"][name]
-        ap = f"{result['AP'][name]:.4f}" if name in result["AP"] else "-"
-        lines.append(f"{name:<{width}}  {ap:>7}  {num_gt:>7}  {result['num_dets'][name]:>7}")
-    lines.append(
-        f"mAP ({result['metric']}, IoU > {result['iou_thr']:g}, {len(result['AP'])} classes): {result['mAP']:.4f}"
-    )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,5 +2,13 @@
 
 from rotated_ddetr.evaluation.dota_map import average_precision, eval_dota, load_ground_truth
 from rotated_ddetr.evaluation.polygon_iou import devkit_polygon_iou, polygon_iou_pairs
+from rotated_ddetr.evaluation.report import format_table
 
-__all__ = ["average_precision", "devkit_polygon_iou", "eval_dota", "load_ground_truth", "polygon_iou_pairs"]
+__all__ = [
+    "average_precision",
+    "devkit_polygon_iou",
+    "eval_dota",
+    "format_table",
+    "load_ground_truth",
+    "polygon_iou_pairs",
+]

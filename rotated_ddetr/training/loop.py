@@ -1,0 +1,339 @@
+"""The training loop: a resolved `Config` -> checkpoints, `config.json`, `log.jsonl` and TensorBoard in output_dir.
+
+Set-up (seeds, data, model, AdamW, step schedule, grad scaler, resume) -> epochs of `Trainer.step` -> a checkpoint
+after every epoch (and when `train.max_minutes` runs out) -> periodic DOTA mAP on `data.val_root`.
+`tools/train.py` is a thin wrapper around `train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rotated_ddetr.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
+from rotated_ddetr.config import Config, TrainConfig
+from rotated_ddetr.data.batching import Batch, collate
+from rotated_ddetr.data.dataset import DotaDataset
+from rotated_ddetr.data.transforms import Augment
+from rotated_ddetr.distributed import (
+    DistContext,
+    SkipSampler,
+    any_process,
+    barrier,
+    reduce_mean,
+    train_sampler,
+    wrap_model,
+)
+from rotated_ddetr.evaluation.model_eval import evaluate_model
+from rotated_ddetr.fileio import atomic_open, atomic_write_text
+from rotated_ddetr.model import DetectorOutput, build_model
+from rotated_ddetr.training.criterion import SetCriterion
+from rotated_ddetr.training.logger import RunLogger
+from rotated_ddetr.training.matcher import HungarianMatcher
+
+_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class SetupError(ValueError):
+    """Training cannot start: a missing or malformed dataset, or a checkpoint that does not fit (message says which)."""
+
+
+def build_criterion(train: TrainConfig, num_classes: int) -> SetCriterion:
+    """The set criterion and its Hungarian matcher with the configured weights."""
+    matcher = HungarianMatcher(train.match_class_weight, train.match_l1_weight, train.match_iou_weight,
+                               train.match_gaussian_weight, train.focal_alpha, train.focal_gamma)  # fmt: skip
+    return SetCriterion(matcher, num_classes, train.class_weight, train.l1_weight, train.overlap_weight,
+                        train.focal_alpha, train.focal_gamma)  # fmt: skip
+
+
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: the backbone at `lr_backbone`, everything else at `lr`."""
+    backbone, rest = [], []
+    for name, parameter in unwrap(model).named_parameters():
+        if parameter.requires_grad:
+            (backbone if name.startswith("backbone.") else rest).append(parameter)
+    groups = [{"params": rest, "lr": train.lr}]
+    if backbone and train.lr_backbone > 0:
+        groups.append({"params": backbone, "lr": train.lr_backbone})
+    elif backbone:
+        for parameter in backbone:
+            parameter.requires_grad_(False)  # lr_backbone = 0: a frozen backbone
+    # The fused kernel (CPU and CUDA) is several times faster than the per-tensor loop torch uses by default on CPU.
+    return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay, fused=True)
+
+
+def lr_factor(step: int, steps_per_epoch: int, train: TrainConfig) -> float:
+    """Learning-rate multiplier of optimiser step `step`: linear warmup, then x lr_drop_factor from epoch lr_drop."""
+    warmup = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps else 1.0
+    dropped = train.lr_drop > 0 and step >= train.lr_drop * steps_per_epoch
+    return warmup * (train.lr_drop_factor if dropped else 1.0)
+
+
+class Trainer:
+    """One optimisation step at a time: autocast forward, set loss in float32, (scaled) backward, clipping, step.
+
+    Args:
+        model: the detector, possibly wrapped in DistributedDataParallel, on `device`.
+        criterion: the set criterion.
+        optimizer, scheduler: AdamW and its per-step LambdaLR.
+        amp: "none", "bf16" or "fp16" (fp16 uses a GradScaler).
+        clip_max_norm: gradient clipping norm (0 disables).
+        device: the compute device.
+    """
+
+    def __init__(self, model, criterion, optimizer, scheduler, amp: str, clip_max_norm: float, device) -> None:
+        self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
+        self.amp_dtype, self.clip_max_norm, self.device = _AMP_DTYPES[amp], clip_max_norm, device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """Trains on one batch.
+
+        Returns:
+            "loss" (weighted total), "loss_class", "loss_l1", "loss_overlap" (last decoder layer, unweighted),
+            "grad_norm" (before clipping; 0 when clipping is off) and "lr" of the transformer group.
+
+        Raises:
+            FloatingPointError: the loss is not finite (outside fp16, where the scaler skips such steps).
+        """
+        self.model.train()
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs = self.model(batch.images, batch.masks)
+        losses = self.criterion(_as_float32(outputs), batch.targets)
+        loss = losses["loss"]
+        if not torch.isfinite(loss) and not self.scaler.is_enabled():
+            raise FloatingPointError(f"non-finite loss {loss.item()}: lower train.lr or train.clip_max_norm")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        grad_norm = 0.0
+        if self.clip_max_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, self.clip_max_norm))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values = {k: float(losses[k].detach()) for k in ("loss", "loss_class", "loss_l1", "loss_overlap")}
+        return {**values, "grad_norm": grad_norm, "lr": lr}
+
+
+def _as_float32(outputs: DetectorOutput) -> DetectorOutput:
+    """The outputs in float32 (the criterion and matcher run outside autocast)."""
+    return dataclasses.replace(
+        outputs, logits=outputs.logits.float(), rboxes=outputs.rboxes.float(),
+        enc_logits=None if outputs.enc_logits is None else outputs.enc_logits.float(),
+        enc_rboxes=None if outputs.enc_rboxes is None else outputs.enc_rboxes.float(),
+    )  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    """What a call of `train` did: the counters reached, whether time ran out, the last checkpoint, last metrics."""
+
+    epoch: int
+    step: int
+    stopped_early: bool
+    checkpoint: Path | None
+    metrics: dict | None
+
+
+@dataclass
+class _Run:
+    """Everything a training run carries between epochs."""
+
+    cfg: Config
+    ctx: DistContext
+    trainer: Trainer
+    dataset: DotaDataset
+    sampler: torch.utils.data.DistributedSampler
+    logger: RunLogger
+    output: Path
+    epoch: int = 0
+    step: int = 0
+    batches_done: int = 0
+    metrics: dict | None = None
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def _dataset(cfg: Config) -> DotaDataset:
+    """The training dataset; SetupError for a missing or malformed folder (and a missing val_root)."""
+    d = cfg.data
+    if d.train_root is None:
+        raise SetupError("data.train_root is not set (the training dataset folder: images/ and labelTxt/)")
+    if d.val_root is not None and not Path(d.val_root, "labelTxt").is_dir():
+        raise SetupError(f"data.val_root {d.val_root}: no labelTxt/ folder (expected DOTA layout)")
+    augment = Augment(d.hflip, d.vflip, d.rot90, d.rotate, d.rotate_degrees, d.scale_jitter)
+    try:
+        return DotaDataset(d.train_root, d.classes, d.drop_difficult, d.keep_empty, d.scale, augment, cfg.train.seed)
+    except (OSError, ValueError) as error:
+        raise SetupError(f"training data: {error}") from error
+
+
+def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _Run:
+    """Builds data, model and optimisation state (restored from `resume` when given)."""
+    t = cfg.train
+    dataset = _dataset(cfg)
+    _seed(t.seed)  # the same initial weights on every rank
+    try:
+        model = build_model(cfg.model).to(ctx.device)
+    except (OSError, ValueError) as error:  # e.g. model.pretrained missing or not a fitting ResNet
+        raise SetupError(f"model: {error}") from error
+    optimizer = build_optimizer(model, t)
+    steps_per_epoch = math.ceil(math.ceil(len(dataset) / ctx.world_size) / t.batch_size)
+    factor = partial(lr_factor, steps_per_epoch=steps_per_epoch, train=t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    criterion = build_criterion(t, cfg.model.num_classes)
+    trainer = Trainer(wrap_model(model, ctx), criterion, optimizer, scheduler, t.amp, t.clip_max_norm, ctx.device)
+    output = Path(t.output_dir)
+    run = _Run(cfg, ctx, trainer, dataset, train_sampler(dataset, ctx, t.seed), RunLogger(output, ctx.is_main), output)
+    _seed(t.seed + 1 + ctx.rank)  # dropout etc. differ between ranks
+    if resume is not None:
+        _restore(run, resume)
+    if ctx.is_main:
+        atomic_write_text(output / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return run
+
+
+def _restore(run: _Run, path: str | os.PathLike) -> None:
+    """Loads model, optimiser, schedule, scaler, counters and (on rank 0) RNG states from a checkpoint."""
+    try:
+        state = load_checkpoint(path, map_location=run.ctx.device)
+        if list(state["classes"]) != list(run.cfg.data.classes):
+            raise ValueError(f"{path}: trained for classes {state['classes']}, the config has {run.cfg.data.classes}")
+        if state["optimizer"] is None:
+            raise ValueError(f"{path}: holds no optimiser state, it cannot be resumed")
+        unwrap(run.trainer.model).load_state_dict(state["model"])
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SetupError(f"--resume: {error}") from error
+    run.trainer.optimizer.load_state_dict(state["optimizer"])
+    run.trainer.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] is not None:
+        run.trainer.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step, run.batches_done = state["epoch"], state["step"], state.get("batches_done", 0)
+    if run.ctx.is_main:
+        set_rng_state(state["rng"])
+    else:
+        _seed(run.cfg.train.seed + 1 + run.ctx.rank + run.step)
+
+
+def _loader(run: _Run) -> torch.utils.data.DataLoader:
+    """The DataLoader of the current epoch, skipping the batches a resumed run already trained on."""
+    run.sampler.set_epoch(run.epoch)
+    run.dataset.set_epoch(run.epoch)
+    t = run.cfg.train
+    sampler = SkipSampler(run.sampler, run.batches_done * t.batch_size) if run.batches_done else run.sampler
+    # Its own generator (worker seeds), so that creating the loader does not draw from the global RNG.
+    generator = torch.Generator().manual_seed(t.seed * 1_000_003 + run.epoch)
+    return torch.utils.data.DataLoader(
+        run.dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers,
+        collate_fn=partial(collate, size_divisor=unwrap(run.trainer.model).size_divisor),
+        pin_memory=run.ctx.device.type == "cuda", generator=generator,
+    )  # fmt: skip
+
+
+def _save(run: _Run, end_of_epoch: bool) -> Path:
+    """Writes checkpoint_last.pth (and checkpoint_{epoch:04d}.pth at an epoch's end; keeps the newest keep_last)."""
+    last = run.output / "checkpoint_last.pth"
+    if run.ctx.is_main:
+        t = run.trainer
+        state = dict(optimizer=t.optimizer, scheduler=t.scheduler, scaler=t.scaler, epoch=run.epoch, step=run.step,
+                     batches_done=run.batches_done)  # fmt: skip
+        target = run.output / f"checkpoint_{run.epoch:04d}.pth" if end_of_epoch else last
+        save_checkpoint(target, t.model, run.cfg, run.cfg.data.classes, **state)
+        if end_of_epoch:
+            with open(target, "rb") as src, atomic_open(last, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            numbered = sorted(run.output.glob("checkpoint_[0-9][0-9][0-9][0-9].pth"))
+            for old in numbered[: -run.cfg.train.keep_last] if run.cfg.train.keep_last else []:
+                old.unlink()
+    barrier(run.ctx)
+    return last
+
+
+def _evaluate(run: _Run) -> None:
+    """DOTA mAP of the current model on data.val_root (rank 0; the others wait)."""
+    d, t = run.cfg.data, run.cfg.train
+    if run.ctx.is_main:
+        model = unwrap(run.trainer.model)
+        result, _ = evaluate_model(model, d.val_root, d.classes, d.scale, batch_size=t.batch_size,
+                                   top_k=t.eval_top_k, score_threshold=t.eval_score_thr)  # fmt: skip
+        run.metrics = {"mAP": result["mAP"], **{f"AP/{k}": v for k, v in result["AP"].items()}}
+        run.logger.log("eval", run.step, {"epoch": run.epoch, **run.metrics})
+    barrier(run.ctx)
+
+
+def _train_epoch(run: _Run, bar: tqdm, deadline: float | None) -> bool:
+    """Trains the rest of the current epoch; True when the deadline stopped it early."""
+    t = run.cfg.train
+    last_log, images_since = time.perf_counter(), 0
+    for batch in _loader(run):
+        values = run.trainer.step(batch)
+        run.step, run.batches_done = run.step + 1, run.batches_done + 1
+        images_since += len(batch)
+        bar.update(1)
+        bar.set_postfix(epoch=run.epoch + 1, loss=f"{values['loss']:.3f}")
+        if run.step % t.log_every == 0:
+            now = time.perf_counter()
+            values = reduce_mean(values, run.ctx)
+            rate = images_since * run.ctx.world_size / max(now - last_log, 1e-9)
+            run.logger.log("train", run.step, {"epoch": run.epoch, **values, "images_per_s": rate})
+            last_log, images_since = now, 0
+        if any_process(deadline is not None and time.monotonic() >= deadline, run.ctx):
+            return True
+    return False
+
+
+def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+    """Trains the detector of a resolved config; see the module docstring.
+
+    Args:
+        cfg: a resolved config (`rotated_ddetr.config.load_config`).
+        ctx: the process's place in the job (`rotated_ddetr.distributed.init_distributed`).
+        resume: a checkpoint to continue from exactly (counters, optimiser, schedule, RNG, data position).
+        progress: show a tqdm bar (main process only).
+
+    Returns:
+        A `TrainResult`. Time running out (`train.max_minutes`, counted from this call) is a normal end.
+    """
+    start = time.monotonic()
+    run = _setup(cfg, ctx, resume)
+    t = cfg.train
+    deadline = start + 60.0 * t.max_minutes if t.max_minutes is not None else None
+    steps_per_epoch = math.ceil(len(run.sampler) / t.batch_size)
+    bar = tqdm(total=t.epochs * steps_per_epoch, initial=run.step, disable=not (progress and ctx.is_main),
+               unit="step", dynamic_ncols=True)  # fmt: skip
+    stopped, checkpoint = False, None
+    try:
+        while run.epoch < t.epochs and not stopped:
+            stopped = _train_epoch(run, bar, deadline)
+            if stopped and run.batches_done < steps_per_epoch:
+                checkpoint = _save(run, end_of_epoch=False)
+                break
+            run.epoch, run.batches_done = run.epoch + 1, 0
+            checkpoint = _save(run, end_of_epoch=True)
+            run.logger.log("epoch", run.step, {"epoch": run.epoch, "minutes": (time.monotonic() - start) / 60})
+            due = t.eval_every and run.epoch % t.eval_every == 0
+            if cfg.data.val_root is not None and not stopped and (due or run.epoch == t.epochs):
+                _evaluate(run)
+    finally:
+        bar.close()
+        run.logger.close()
+    return TrainResult(run.epoch, run.step, stopped, checkpoint, run.metrics)

@@ -1,0 +1,33 @@
+"""Shared by the training tests: a tiny synthetic DOTA-layout dataset and a config small enough for CPU tests."""
+
+from pathlib import Path
+
+import pytest
+
+from rotated_ddetr.config import Config, resolve, tiny_config
+from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES, SyntheticOptions, write_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """4 synthetic images of 128 x 128 pixels with 2-7 objects each."""
+    root = tmp_path_factory.mktemp("tiny_synthetic")
+    write_dataset(root, 4, size=128, seed=0, options=SyntheticOptions(objects=(40, 80)), progress=False)
+    return root
+
+
+def tiny_train_config(train_root: Path, output_dir: Path, **train) -> Config:
+    """A resolved config of a very small model (d_model 32, 1 + 1 layers, 10 queries) on `train_root`."""
+    cfg = Config()
+    cfg.model = tiny_config()
+    cfg.model.backbone_norm, cfg.model.frozen_stages = "batch", 0
+    cfg.model.d_model, cfg.model.ffn_dim, cfg.model.enc_layers, cfg.model.dec_layers = 32, 64, 1, 1
+    cfg.model.num_queries = 10
+    cfg.data.classes, cfg.data.train_root = SYNTHETIC_CLASSES, str(train_root)
+    cfg.data.rotate, cfg.data.rotate_degrees, cfg.data.scale_jitter = 0.5, 30.0, (0.9, 1.1)
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.num_workers, cfg.train.log_every = 2, 2, 0, 1
+    cfg.train.lr, cfg.train.lr_backbone, cfg.train.warmup_steps, cfg.train.lr_drop = 1e-3, 1e-3, 2, 1
+    cfg.train.eval_every, cfg.train.output_dir = 0, str(output_dir)
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return resolve(cfg)

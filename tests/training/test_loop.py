@@ -1,0 +1,91 @@
+"""The training loop: schedule and parameter groups by hand, exact resume (epoch end and mid-epoch), time limit."""
+
+import json
+
+import pytest
+import torch
+
+from rotated_ddetr.checkpoint import load_checkpoint
+from rotated_ddetr.config import TrainConfig
+from rotated_ddetr.distributed import init_distributed
+from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.training.loop import SetupError, build_optimizer, lr_factor, train
+
+from .conftest import tiny_train_config
+
+
+def _losses(output_dir) -> dict[int, float]:
+    records = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+def test_lr_factor_warmup_and_step_drop():
+    train = TrainConfig(warmup_steps=4, lr_drop=2, lr_drop_factor=0.1)
+    factors = [lr_factor(step, steps_per_epoch=3, train=train) for step in range(8)]
+    assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.1, 0.1])
+    assert lr_factor(100, 3, TrainConfig(lr_drop=0)) == 1.0
+
+
+def test_optimizer_groups():
+    model = build_model(tiny_config(3))
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-3, lr_backbone=1e-4, weight_decay=0.05))
+    rest, backbone = optimizer.param_groups
+    assert rest["lr"] == 1e-3 and backbone["lr"] == 1e-4 and rest["weight_decay"] == 0.05
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith("backbone.") for p in backbone["params"])
+    assert not any(names[id(p)].startswith("backbone.") for p in rest["params"])
+    trainable = sum(p.requires_grad for p in model.parameters())
+    assert len(backbone["params"]) + len(rest["params"]) == trainable
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_dataset, tmp_path_factory):
+    """An uninterrupted 2-epoch run of 2 steps each: (its folder, {step: loss})."""
+    output = tmp_path_factory.mktemp("full")
+    result = train(tiny_train_config(tiny_dataset, output), init_distributed("cpu"), progress=False)
+    assert (result.epoch, result.step, result.stopped_early) == (2, 4, False)
+    return output, _losses(output)
+
+
+def test_resume_reproduces_the_next_losses(tiny_dataset, full_run, tmp_path):
+    ctx = init_distributed("cpu")
+    full, reference = full_run
+    assert sorted(reference) == [1, 2, 3, 4]
+    state = load_checkpoint(full / "checkpoint_0001.pth")
+    assert (state["epoch"], state["step"], state["batches_done"]) == (1, 2, 0)
+    assert state["config"]["data"]["train_root"] == str(tiny_dataset) and len(state["classes"]) == 6
+    assert json.loads((full / "config.json").read_text()) == state["config"]
+    assert (full / "tensorboard").is_dir() and (full / "checkpoint_0002.pth").is_file()
+    # From the end of epoch 1: steps 3 and 4 again, with the lr drop of epoch 2.
+    cfg = tiny_train_config(tiny_dataset, tmp_path / "resumed")
+    train(cfg, ctx, resume=full / "checkpoint_0001.pth", progress=False)
+    resumed = _losses(tmp_path / "resumed")
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+    final = load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pth")["model"]
+    for key, value in load_checkpoint(full / "checkpoint_last.pth")["model"].items():
+        torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_time_limit_stops_mid_epoch_and_resumes(tiny_dataset, full_run, tmp_path):
+    ctx = init_distributed("cpu")
+    reference = full_run[1]
+    stopped = train(tiny_train_config(tiny_dataset, tmp_path / "cut", max_minutes=1e-6), ctx, progress=False)
+    assert stopped.stopped_early and (stopped.epoch, stopped.step) == (0, 1)
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint_last.pth")
+    assert (state["epoch"], state["step"], state["batches_done"]) == (0, 1, 1)
+    assert not list((tmp_path / "cut").glob("checkpoint_0*.pth"))
+    train(tiny_train_config(tiny_dataset, tmp_path / "cut"), ctx, resume=stopped.checkpoint, progress=False)
+    resumed = _losses(tmp_path / "cut")
+    assert sorted(resumed) == [1, 2, 3, 4]  # step 1 from the cut run, then 2-4 from the resumed one
+    for step in (2, 3, 4):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+
+
+def test_setup_errors(tiny_dataset, tmp_path):
+    ctx = init_distributed("cpu")
+    with pytest.raises(SetupError, match="dataset folder not found"):
+        train(tiny_train_config(tmp_path / "missing", tmp_path / "out"), ctx, progress=False)
+    with pytest.raises(SetupError, match="checkpoint not found"):
+        train(tiny_train_config(tiny_dataset, tmp_path / "out"), ctx, resume=tmp_path / "none.pth", progress=False)
