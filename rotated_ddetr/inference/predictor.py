@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from rotated_ddetr.checkpoint import load_model
 from rotated_ddetr.data.batching import pad_images
+from rotated_ddetr.data.transforms import resize_image
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
@@ -187,14 +187,12 @@ class Predictor:
         return cls(model, classes, cfg.data.scale, device, amp, **options)
 
     def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale."""
+        """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale as
+        the training data is (`resize_image` on the uint8 pixels)."""
         images = []
         for tile in tiles:
-            image = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).permute(2, 0, 1).float().div_(255)
-            if self.scale != 1:
-                size = [max(1, round(tile.shape[0] * self.scale)), max(1, round(tile.shape[1] * self.scale))]
-                image = F.interpolate(image[None], size, mode="bilinear", antialias=True, align_corners=False)[0]
-            images.append(image)
+            image = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).permute(2, 0, 1)
+            images.append(resize_image(image, self.scale).float().div_(255.0))
         return images
 
     @torch.no_grad()
