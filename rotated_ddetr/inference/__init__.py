@@ -6,7 +6,7 @@ scores and labels.
 
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, postprocess
-from rotated_ddetr.inference.predictor import tiled_predict
+from rotated_ddetr.inference.predictor import Predictor, predict_scenes, tiled_predict
 from rotated_ddetr.inference.scenes import (
     ArrayScene,
     ImageFileScene,
@@ -22,6 +22,7 @@ __all__ = [
     "ArrayScene",
     "Detections",
     "ImageFileScene",
+    "Predictor",
     "RasterScene",
     "SceneError",
     "SceneReader",
@@ -31,6 +32,7 @@ __all__ = [
     "open_scene",
     "plan_tiles",
     "postprocess",
+    "predict_scenes",
     "prefetch_batches",
     "tile_to_scene",
     "tiled_predict",
