@@ -9,6 +9,7 @@ atomically (`rotated_ddetr.fileio`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,11 +124,15 @@ def geojson_collection(result: SceneResult, name: str, crs=None, transform=None)
         crs: a `rasterio.crs.CRS`; with it, geometries are in its coordinates through `transform` and the CRS is
             recorded ("crs" member, as GDAL writes it); without it, geometries are in pixel coordinates.
         transform: the raster's `affine.Affine` pixel -> CRS transform (pixel (0, 0) = top-left pixel corner).
+            CRS coordinates are rounded to about 0.01 pixel (the precision of the pixel polygons).
 
     Returns:
         The collection; properties per feature: "class", "score" and, when georeferenced, "pixel_polygon".
     """
     geographic = crs is not None and transform is not None
+    if geographic:  # CRS coordinates to about 0.01 pixel, as the pixel polygons
+        pixel = max(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
+        decimals = max(0, math.ceil(-math.log10(pixel / 100))) if pixel > 0 else 9
     features = []
     for polygon, cls, score in zip(result.polygons, result.classes, result.scores.tolist(), strict=True):
         pixels = polygon.reshape(4, 2)
@@ -136,6 +141,7 @@ def geojson_collection(result: SceneResult, name: str, crs=None, transform=None)
         if geographic:
             a, b, c, d, e, f = transform[:6]
             points = np.stack((a * pixels[:, 0] + b * pixels[:, 1] + c, d * pixels[:, 0] + e * pixels[:, 1] + f), 1)
+            points = np.round(points, decimals)
             properties["pixel_polygon"] = _ring(pixels)
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_ring(points)]},
                          "properties": properties})  # fmt: skip
