@@ -324,6 +324,10 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
     try:
         while run.epoch < t.epochs and not stopped:
             stopped = _train_epoch(run, bar, deadline)
+            if stopped:
+                minutes = (time.monotonic() - start) / 60
+                run.logger.log("stop", run.step, {"epoch": run.epoch, "batches_done": run.batches_done,
+                                                  "minutes": minutes})  # fmt: skip
             if stopped and run.batches_done < steps_per_epoch:
                 checkpoint = _save(run, end_of_epoch=False)
                 break

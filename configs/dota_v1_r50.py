@@ -1,0 +1,41 @@
+"""DOTA-v1.0, 1024 x 1024 tiles (tools/split_dota.py), ResNet-50, two-stage + iterative refinement, 500 queries.
+
+Deformable DETR's recipe: AdamW 2e-4 (backbone 2e-5), weight decay 1e-4, gradient clipping 0.1, 50 epochs with a
+x0.1 drop after epoch 40, batch 2 per GPU (e.g. 8 GPUs under torchrun). The backbone should start from ImageNet
+weights in a local file (nothing is downloaded):
+    python tools/train.py configs/dota_v1_r50.py model.pretrained=/models/resnet50-0676ba61.pth
+Without them, train the backbone from scratch with model.backbone_norm=batch model.frozen_stages=0.
+"""
+
+from rotated_ddetr.config import Config
+from rotated_ddetr.data.dota import DOTA_V1_0_CLASSES
+
+cfg = Config()
+cfg.data.classes = DOTA_V1_0_CLASSES
+cfg.data.train_root = "data/dota/trainval_1024"
+cfg.data.val_root = None
+cfg.data.drop_difficult = ()
+cfg.data.keep_empty = False
+cfg.data.scale = 1.0
+cfg.data.hflip, cfg.data.vflip, cfg.data.rot90 = 0.5, 0.5, 0.5
+cfg.model.depth = 50
+cfg.model.pretrained = None
+cfg.model.backbone_norm = "frozen"
+cfg.model.frozen_stages = 1
+cfg.model.d_model = 256
+cfg.model.enc_layers = 6
+cfg.model.dec_layers = 6
+cfg.model.num_queries = 500
+cfg.model.two_stage = True
+cfg.model.box_refine = True
+cfg.train.epochs = 50
+cfg.train.lr_drop = 40
+cfg.train.lr = 2e-4
+cfg.train.lr_backbone = 2e-5
+cfg.train.weight_decay = 1e-4
+cfg.train.clip_max_norm = 0.1
+cfg.train.batch_size = 2
+cfg.train.num_workers = 4
+cfg.train.eval_every = 5
+cfg.train.eval_top_k = 1000
+cfg.train.output_dir = "work_dirs/dota_v1_r50"
