@@ -110,7 +110,7 @@ class Augment:
         if rotate > 0 and degrees > 0:
             rotation = v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR, expand=False)
             steps.append(v2.RandomApply([rotation], p=rotate))
-        self.transform = v2.Compose(steps)
+        self.transform = v2.Compose(steps or [v2.Identity()])
 
     def __call__(
         self, image: torch.Tensor, rboxes: torch.Tensor, labels: torch.Tensor

@@ -1,5 +1,40 @@
-"""Inference: detector outputs -> per-image `Detections` (canonical pixel rboxes, scores, labels)."""
+"""Inference: scene -> tiles (tiling.py, scenes.py) -> detector -> postprocess -> merge tiles -> writers.
 
+`tiled_predict` runs a detector over a scene of any size; `Detections` are one image's canonical pixel rboxes,
+scores and labels.
+"""
+
+from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, postprocess
+from rotated_ddetr.inference.predictor import Predictor, predict_scenes, tiled_predict
+from rotated_ddetr.inference.scenes import (
+    ArrayScene,
+    ImageFileScene,
+    RasterScene,
+    SceneError,
+    SceneReader,
+    list_scenes,
+    open_scene,
+)
+from rotated_ddetr.inference.tiling import Tile, plan_tiles, prefetch_batches
 
-__all__ = ["Detections", "postprocess"]
+__all__ = [
+    "ArrayScene",
+    "Detections",
+    "ImageFileScene",
+    "Predictor",
+    "RasterScene",
+    "SceneError",
+    "SceneReader",
+    "Tile",
+    "list_scenes",
+    "merge_detections",
+    "open_scene",
+    "plan_tiles",
+    "postprocess",
+    "predict_scenes",
+    "prefetch_batches",
+    "tile_to_scene",
+    "tiled_predict",
+    "touches_inner_edge",
+]

@@ -110,3 +110,10 @@ def test_resize_sample_scales_boxes_with_the_image():
     expected = boxes.canonicalize_rboxes(RBOXES * torch.tensor([0.75, 0.75, 0.75, 0.75, 1.0]))
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
     assert _check_aligned(image, out, torch.arange(4)) == 20
+
+
+def test_no_augmentation_is_the_identity():
+    image = _paint(RBOXES, HEIGHT, WIDTH)
+    out_image, out, labels = Augment(hflip=0.0, vflip=0.0, rot90=0.0)(image, RBOXES, torch.arange(4))
+    assert torch.equal(out_image, image) and labels.tolist() == [0, 1, 2, 3]
+    torch.testing.assert_close(out, boxes.canonicalize_rboxes(RBOXES), atol=1e-5, rtol=0)

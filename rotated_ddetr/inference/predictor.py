@@ -1,0 +1,214 @@
+"""Tiled inference over a scene: scene -> tiles -> detector -> postprocess -> merge tiles -> one scene's `Detections`.
+
+`tiled_predict` runs the stages in that order for any detector given as a `predict_tiles` callable (uint8 tiles in,
+per-tile `Detections` out); tiles are read by a background thread while the detector works on the previous batch.
+`Predictor` is that callable for a trained checkpoint; `predict_scenes` runs many scenes and writes their files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rotated_ddetr.checkpoint import load_model
+from rotated_ddetr.data.batching import pad_images
+from rotated_ddetr.data.transforms import resize_image
+from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
+from rotated_ddetr.inference.postprocess import Detections, postprocess
+from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
+from rotated_ddetr.inference.tiling import plan_tiles, prefetch_batches
+from rotated_ddetr.inference.writers import SceneResult, scene_result_path, write_scene_outputs
+
+PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
+_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def tiled_predict(
+    image: np.ndarray | str | os.PathLike | SceneReader,
+    predict_tiles: PredictTiles,
+    tile_size: int = 1024,
+    gap: int = 200,
+    rates: Sequence[float] = (1.0,),
+    batch_size: int = 8,
+    nms_iou: float = 0.1,
+    *,
+    score_threshold: float = 0.0,
+    prefer_whole: bool = True,
+    edge_margin: float = 4.0,
+    max_detections: int | None = 10000,
+    progress: bool = False,
+) -> Detections:
+    """Detects objects in a scene of any size by tiling it the way the split tool tiles training scenes.
+
+    Args:
+        image: (H, W, 3) uint8 array (RGB), an image path (PNG/JPG decoded whole; GeoTIFF/BigTIFF read window by
+            window, see `scenes.RasterScene`) or an open `SceneReader` (left open).
+        predict_tiles: list of (h, w, 3) uint8 RGB tiles -> one `Detections` per tile in that tile's pixels. Edge
+            tiles can be smaller than `tile_size`; at rate 1 a tile is exactly the scene's pixels.
+        tile_size: tile side in pixels of the resized scene.
+        gap: overlap of neighbouring tiles in pixels; tiles step by `tile_size - gap`.
+        rates: scales at which the scene is tiled (0.5 halves it); detections of all rates are merged.
+        batch_size: tiles per `predict_tiles` call.
+        nms_iou: class-wise rotated NMS IoU threshold of the merge (0.1 as the DOTA toolkits).
+        score_threshold: tile detections scoring below this are dropped before merging.
+        prefer_whole: prefer a tile where an object is not cut by a tile edge (see `merge_detections`).
+        edge_margin: distance in tile pixels within which a box counts as touching an inner tile edge.
+        max_detections: cap on the scene's detections (highest scores kept); None: no cap.
+        progress: show a tqdm progress bar over the scene's tiles.
+
+    Returns:
+        The scene's `Detections`: rboxes (K, 5) float32 canonical scene pixels, scores (K,) decreasing, labels (K,).
+
+    Raises:
+        SceneError: the scene cannot be opened or a window cannot be read (message names the file).
+        ValueError: `predict_tiles` returned a wrong number of results.
+    """
+    with contextlib.ExitStack() as stack:
+        reader = image if isinstance(image, SceneReader) else stack.enter_context(open_scene(image))
+        tiles = plan_tiles(*reader.size, tile_size, gap, rates)
+        batches = stack.enter_context(contextlib.closing(prefetch_batches(reader, tiles, batch_size)))
+        bar = stack.enter_context(tqdm(total=len(tiles), desc=reader.name, unit="tile", disable=not progress))
+        scene_dets, cut = [], []
+        for batch in batches:
+            results = list(predict_tiles(batch.pixels)) if batch.tiles else []
+            if len(results) != len(batch.tiles):
+                raise ValueError(f"predict_tiles returned {len(results)} results for {len(batch.tiles)} tiles")
+            for tile, dets in zip(batch.tiles, results, strict=True):
+                keep = dets.scores >= score_threshold
+                dets = Detections(dets.rboxes[keep], dets.scores[keep], dets.labels[keep])
+                cut.append(touches_inner_edge(dets.rboxes.detach().cpu(), tile, edge_margin))
+                scene_dets.append(tile_to_scene(dets, tile))
+            bar.update(batch.consumed)
+    return merge_detections(scene_dets, cut, nms_iou, prefer_whole, max_detections=max_detections)
+
+
+@dataclass
+class ScenesReport:
+    """What `predict_scenes` did: scene paths predicted, skipped as already done, and failed (path -> message)."""
+
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+
+def predict_scenes(
+    paths: Sequence[str | os.PathLike],
+    predict_tiles: PredictTiles,
+    out: str | os.PathLike,
+    classes: Sequence[str],
+    formats: Sequence[str] = ("dota",),
+    progress: bool = True,
+    raster_options: dict | None = None,
+    **options,
+) -> ScenesReport:
+    """Runs `tiled_predict` on each scene and writes its files (`writers.write_scene_outputs`) under `out`.
+
+    A scene whose result file `out/scenes/{name}.txt` exists is skipped (runs resume). A scene that cannot be read
+    (missing, corrupt, truncated) is reported on stderr and in the report's `failed`; the others still run.
+
+    Args:
+        paths: scene files.
+        predict_tiles: the detector (see `tiled_predict`).
+        out: output folder.
+        classes: class names indexed by the detector's labels.
+        formats: per-scene outputs besides the result file: "geojson", "png" ("dota" is always written).
+        progress: a progress bar per scene.
+        raster_options: `RasterScene` options (bands, percentiles, cache_mb).
+        options: `tiled_predict` options (tile_size, gap, rates, batch_size, nms_iou, score_threshold, ...).
+    """
+    report = ScenesReport()
+    for path in map(Path, paths):
+        if scene_result_path(out, path.stem).is_file():
+            report.skipped.append(path)
+            continue
+        try:
+            with open_scene(path, **(raster_options or {})) as reader:
+                detections = tiled_predict(reader, predict_tiles, progress=progress, **options)
+                result = SceneResult.from_detections(detections, classes)
+                write_scene_outputs(out, reader, result, classes, formats)
+        except (SceneError, OSError) as error:
+            report.failed[path] = str(error)
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        report.done.append(path)
+    return report
+
+
+class Predictor:
+    """A trained detector as a `predict_tiles` callable: uint8 RGB tiles -> per-tile `Detections` in tile pixels.
+
+    Each tile becomes a float image in [0, 1] on the device (sent as uint8: a quarter of the bytes), resized by the
+    model's input `scale` when its config resizes inputs (bilinear, antialiased, as in training), padded into one
+    batch (`pad_images`, to the model's size divisor) and run through the model and `postprocess`; the boxes are
+    mapped back to the tile's pixels.
+
+    Args:
+        model: the detector (eval mode), on `device`.
+        classes: class names in label order.
+        scale: the model's input scale (`cfg.data.scale`).
+        device: where the model runs.
+        amp: "none", "bf16" or "fp16" autocast.
+        top_k: candidates kept per tile by `postprocess`.
+        score_threshold: minimum score kept per tile.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        classes: Sequence[str],
+        scale: float = 1.0,
+        device: str | torch.device = "cpu",
+        amp: str = "none",
+        top_k: int = 300,
+        score_threshold: float = 0.0,
+    ) -> None:
+        if amp not in _AMP_DTYPES:
+            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+        self.model, self.classes, self.scale = model.eval(), tuple(classes), float(scale)
+        self.device, self.amp = torch.device(device), amp
+        self.top_k, self.score_threshold = top_k, score_threshold
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "none", **options
+    ) -> Predictor:
+        """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`): its weights, classes and
+        input scale; `options` (top_k, score_threshold) default to the config's evaluation settings."""
+        model, cfg, classes = load_model(path, device)
+        options = {"top_k": cfg.train.eval_top_k, "score_threshold": cfg.train.eval_score_thr, **options}
+        return cls(model, classes, cfg.data.scale, device, amp, **options)
+
+    def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale as
+        the training data is (`resize_image` on the uint8 pixels)."""
+        images = []
+        for tile in tiles:
+            image = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).permute(2, 0, 1)
+            images.append(resize_image(image, self.scale).float().div_(255.0))
+        return images
+
+    @torch.no_grad()
+    def predict_tiles(self, tiles: Sequence[np.ndarray]) -> list[Detections]:
+        """Detections of each (h, w, 3) uint8 RGB tile, in its pixels (canonical rboxes, scores decreasing)."""
+        if not tiles:
+            return []
+        batch, masks = pad_images(self._to_images(tiles), self.model.size_divisor)
+        dtype = _AMP_DTYPES[self.amp]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = self.model(batch, masks)
+        sizes = torch.tensor([tile.shape[:2] for tile in tiles], device=self.device)  # boxes back in tile pixels
+        return postprocess(outputs, sizes, self.top_k, self.score_threshold)
+
+    __call__ = predict_tiles
+
+    def predict(self, image: np.ndarray | str | os.PathLike | SceneReader, **options) -> Detections:
+        """`tiled_predict(image, self.predict_tiles, **options)`."""
+        return tiled_predict(image, self.predict_tiles, **options)

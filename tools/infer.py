@@ -1,0 +1,111 @@
+"""Detect rotated objects in scenes of any size (PNG/JPG, GeoTIFF/BigTIFF) with a trained checkpoint, tile by tile.
+
+Examples:
+    python tools/infer.py work_dirs/run/checkpoint_0049.pth scenes/*.tif --out results
+    torchrun --nproc-per-node 4 tools/infer.py CKPT DOTA/test/images --out results --rates 0.5 1.0 1.5 --gap 500
+
+Writes OUT/scenes/{scene}.txt (lines `x1 y1 ... x4 y4 class score`; it marks the scene done, so a re-run skips it),
+OUT/geojson/{scene}.geojson (CRS coordinates for georeferenced rasters), OUT/pictures/{scene}.png and, over all
+scenes, OUT/Task1_{class}.txt for `tools/evaluate.py --dets OUT --labels LABELS` or the DOTA evaluation server.
+Under torchrun, rank r takes scenes r, r + W, ...; rank 0 writes the Task1 files when every rank is done. A scene
+that cannot be read is reported and skipped; the exit status is non-zero when any scene has no result.
+"""
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from rotated_ddetr.checkpoint import CheckpointError  # noqa: E402
+from rotated_ddetr.inference.predictor import Predictor, predict_scenes  # noqa: E402
+from rotated_ddetr.inference.scenes import SceneError, list_scenes  # noqa: E402
+from rotated_ddetr.inference.writers import FORMATS, assemble_task1  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by tools/train.py")
+    parser.add_argument("inputs", nargs="+", help="scene files, folders of scenes, or glob patterns")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created; finished scenes skipped)")
+    parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
+    parser.add_argument("--gap", type=int, default=200, help="overlap of neighbouring tiles in pixels (default 200)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[1.0], help="scene scales to tile (default 1.0)")
+    parser.add_argument("--score-thr", type=float, default=0.05, help="minimum detection score (default 0.05)")
+    parser.add_argument("--nms-iou", type=float, default=0.1, help="IoU threshold of the tile merge (default 0.1)")
+    parser.add_argument("--max-dets", type=int, default=10000, help="detections kept per scene (default 10000)")
+    parser.add_argument("--batch-size", type=int, default=8, help="tiles per model call (default 8)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast (default none)")
+    parser.add_argument("--bands", type=int, nargs="+", help="raster bands to use as R G B (1-based)")
+    parser.add_argument("--formats", default="dota,geojson,png", help=f"comma-separated subset of {','.join(FORMATS)}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def start_distributed() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; a gloo group (only for the final barrier) when W > 1."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # ranks may finish hours apart
+    return rank, world
+
+
+def pick_device(name: str) -> torch.device:
+    """--device auto: this rank's CUDA device (LOCAL_RANK) when CUDA is available, else the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    rank, world = start_distributed()
+    try:
+        if set(formats) - set(FORMATS):
+            raise ValueError(f"--formats: unknown {sorted(set(formats) - set(FORMATS))}; expected {FORMATS}")
+        scenes = list_scenes(args.inputs)
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint, pick_device(args.device), args.amp, score_threshold=args.score_thr
+        )
+    except (SceneError, CheckpointError, OSError, ValueError) as error:
+        print(f"infer: error: {error}", file=sys.stderr)
+        return 1
+    options = dict(tile_size=args.tile_size, gap=args.gap, rates=tuple(args.rates), batch_size=args.batch_size,
+                   nms_iou=args.nms_iou, score_threshold=args.score_thr, max_detections=args.max_dets)  # fmt: skip
+    raster_options = {"bands": args.bands} if args.bands else {}
+    mine = scenes[rank::world]
+    report = predict_scenes(
+        mine, predictor, args.out, predictor.classes, formats, not args.quiet, raster_options, **options
+    )
+    done, skipped, failed = len(report.done), len(report.skipped), set(report.failed)
+    print(f"rank {rank}: {done} scenes done, {skipped} done before, {len(failed)} failed")
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        missing = assemble_task1(args.out, [p.stem for p in scenes], predictor.classes)
+        failed |= {p for p in scenes if p.stem in missing}
+        print(f"Task1 files for {len(scenes) - len(missing)} scenes: {args.out}/Task1_{{class}}.txt")
+    for path in sorted(failed):
+        reason = report.failed.get(path, f"{path}: no result (see the log of its rank)")
+        print(f"infer: failed: {reason}", file=sys.stderr)
+    if world > 1:
+        dist.destroy_process_group()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
