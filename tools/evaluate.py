@@ -10,11 +10,14 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
-from rotated_ddetr.evaluation import eval_dota
-from rotated_ddetr.evaluation.dota_map import METRICS
-from rotated_ddetr.evaluation.report import format_table
-from rotated_ddetr.fileio import atomic_write_text
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from rotated_ddetr.evaluation import eval_dota  # noqa: E402
+from rotated_ddetr.evaluation.dota_map import METRICS  # noqa: E402
+from rotated_ddetr.evaluation.report import format_table  # noqa: E402
+from rotated_ddetr.fileio import atomic_write_text  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
