@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+
 namespace rotated_ddetr {
 
 // `boxes` must be an (N, 5) float32/float64 tensor of rboxes on a device of type `device_type`.
@@ -23,6 +25,21 @@ inline void check_per_box(const at::Tensor& tensor, const at::Tensor& boxes, con
               ",) to match boxes, got ", tensor.sizes());
   TORCH_CHECK(tensor.device() == boxes.device(), name, " must be on the device of boxes (", boxes.device(),
               "), got ", tensor.device());
+}
+
+// The arguments of nms_rotated: (N, 5) rboxes on `device_type`, (N,) floating scores and optional (N,) int64 labels
+// beside them. Returns whether labels were given.
+inline bool check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& labels,
+                             c10::DeviceType device_type) {
+  check_rboxes(boxes, "boxes", device_type);
+  check_per_box(scores, boxes, "scores");
+  TORCH_CHECK(at::isFloatingType(scores.scalar_type()), "scores must be floating point, got ", scores.scalar_type());
+  const bool with_labels = labels.has_value() && labels->defined();
+  if (with_labels) {
+    check_per_box(*labels, boxes, "labels");
+    TORCH_CHECK(labels->scalar_type() == at::kLong, "labels must be int64, got ", labels->scalar_type());
+  }
+  return with_labels;
 }
 
 }  // namespace rotated_ddetr

@@ -36,14 +36,7 @@ std::vector<int64_t> greedy_nms(const scalar_t* boxes, const int64_t* labels, in
 
 at::Tensor nms_rotated_cpu(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& labels,
                            double iou_threshold) {
-  check_rboxes(boxes, "boxes", c10::DeviceType::CPU);
-  check_per_box(scores, boxes, "scores");
-  TORCH_CHECK(at::isFloatingType(scores.scalar_type()), "scores must be floating point, got ", scores.scalar_type());
-  const bool with_labels = labels.has_value() && labels->defined();
-  if (with_labels) {
-    check_per_box(*labels, boxes, "labels");
-    TORCH_CHECK(labels->scalar_type() == at::kLong, "labels must be int64, got ", labels->scalar_type());
-  }
+  const bool with_labels = check_nms_inputs(boxes, scores, labels, c10::DeviceType::CPU);
   const int64_t count = boxes.size(0);
   if (count == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   // Stable descending sort: equal scores keep the lower index first, so the result is deterministic.
