@@ -118,11 +118,13 @@ def main(argv: list[str] | None = None) -> None:
                      "images seen": point["images"], "mAP50": metrics["mAP"]})  # fmt: skip
         print(format_table(rows[-1:]), flush=True)
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics["AP"].items())
-    notes = (f"`{args.config}` {' '.join(args.overrides)}; train seed {args.train_seed} ({args.images} images), "
-             f"held-out seed {args.val_seed} ({args.val_images} images), {args.size} px. Final: {info['summary']}. "
-             f"Final per-class AP50: {per_class}. Training throughput (median of logged intervals): "
-             f"{_throughput(run_dir):.2f} images/s. Wall {info['wall_s'] / 60:.1f} min; CPU share of this run "
-             f"{info['own_cpu_share']:.0%}, machine busy {info['machine_busy']:.0%} (other users included).")  # fmt: skip
+    notes = (
+        f"`{args.config}` {' '.join(args.overrides)}; train seed {args.train_seed} ({args.images} images), "
+        f"held-out seed {args.val_seed} ({args.val_images} images), {args.size} px. Final: {info['summary']}. "
+        f"Final per-class AP50: {per_class}. Training throughput (median of logged intervals): "
+        f"{_throughput(run_dir):.2f} images/s. Wall {info['wall_s'] / 60:.1f} min; CPU share of this run "
+        f"{info['own_cpu_share']:.0%}, machine busy {info['machine_busy']:.0%} (other users included)."
+    )
     print(f"Machine: {machine_description()}\n{format_table(rows)}\n{notes}")
     if not args.no_record:
         append_results(f"learning_curve.py: mAP50 on held-out synthetic vs training minutes ({args.minutes:g} min)",

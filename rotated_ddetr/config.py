@@ -133,6 +133,7 @@ class TrainConfig:
         output_dir: checkpoints, `config.json`, `log.jsonl`, `tensorboard/`.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
         class_weight, l1_weight, overlap_weight: loss weights (focal, L1 on normalised cx cy w h, KLD overlap).
+        angle_weight: weight of the anisotropy-weighted angle loss (0 = off; see `SetCriterion`).
         match_class_weight, match_l1_weight, match_iou_weight, match_gaussian_weight: matcher cost weights.
         focal_alpha, focal_gamma: focal loss and focal matching cost parameters.
         eval_top_k: detections kept per image at evaluation (before the score threshold).
@@ -160,6 +161,7 @@ class TrainConfig:
     class_weight: float = 2.0
     l1_weight: float = 5.0
     overlap_weight: float = 2.0
+    angle_weight: float = 0.0
     match_class_weight: float = 2.0
     match_l1_weight: float = 5.0
     match_iou_weight: float = 2.0

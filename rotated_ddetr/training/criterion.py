@@ -9,7 +9,9 @@ import torch.distributed as dist
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
+from rotated_ddetr.boxes import canonicalize_rboxes
 from rotated_ddetr.model.detector import DetectorOutput
+from rotated_ddetr.model.heads import wrap_angle
 from rotated_ddetr.training.matcher import HungarianMatcher, Target, pixel_scales
 from rotated_ddetr.training.overlap import kld_loss
 
@@ -33,9 +35,15 @@ class SetCriterion(nn.Module):
     2021). Pure PyTorch, so it differentiates where the compiled rotated IoU does not. The price of continuity: while a
     predicted box is square its angle gets no gradient (at init all boxes are; the size terms move them off square).
 
+    Optional angle term (`angle_weight` > 0): |wrap(a_pred - a_target)| (radians, wrapped to [-pi/2, pi/2)) against
+    the canonical target, weighted by the target's anisotropy 1 - h/w (0 for squares, whose angle means nothing).
+    Its gradient does not fade for square-ish predictions, so orientations are learned from the first steps (the
+    KLD term alone leaves them to the late, slow phase where predictions have become elongated). Like the L1 term, it
+    compares the prediction as parameterised with the canonical target, so it prefers predictions with w >= h.
+
     Every head (each decoder layer, the encoder proposals) gets the same weights; the total is
-    sum over heads of class_weight * focal + l1_weight * L1 + overlap_weight * KLD, each divided by the number of
-    target boxes averaged over ranks.
+    sum over heads of class_weight * focal + l1_weight * L1 + overlap_weight * KLD (+ angle_weight * angle), each
+    divided by the number of target boxes averaged over ranks.
 
     Args:
         matcher: a `HungarianMatcher`.
@@ -43,6 +51,7 @@ class SetCriterion(nn.Module):
         class_weight: weight of the sigmoid focal loss.
         l1_weight: weight of the L1 loss on normalised (cx, cy, w, h).
         overlap_weight: weight of the KLD overlap loss.
+        angle_weight: weight of the anisotropy-weighted angle loss (0 leaves it out, and out of the loss dict).
         focal_alpha: alpha of the focal loss.
         focal_gamma: gamma of the focal loss.
     """
@@ -56,10 +65,13 @@ class SetCriterion(nn.Module):
         overlap_weight: float = 2.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        angle_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.matcher, self.num_classes = matcher, num_classes
         self.weights = {"class": class_weight, "l1": l1_weight, "overlap": overlap_weight}
+        if angle_weight:
+            self.weights["angle"] = angle_weight
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
     def forward(self, outputs: DetectorOutput, targets: list[Target]) -> dict[str, torch.Tensor]:
@@ -70,7 +82,7 @@ class SetCriterion(nn.Module):
             targets: one `Target` per image (normalised rboxes, valid image size).
 
         Returns:
-            "loss": the weighted total to back-propagate; "loss_{class,l1,overlap}" for the last decoder layer,
+            "loss": the weighted total to back-propagate; "loss_{class,l1,overlap[,angle]}" for the last decoder layer,
             "..._{i}" for decoder layer i < last, "..._enc" for the encoder proposals (all unweighted, for logging).
         """
         num_boxes = average_num_boxes(targets, outputs.logits.device)
@@ -105,4 +117,22 @@ class SetCriterion(nn.Module):
         l1 = (pred[:, :4] - tgt[:, :4]).abs().sum()
         scale = pixel_scales([tuple(t["image_size"]) for t in targets], [len(q) for q, _ in matches], pred)
         overlap = kld_loss(pred * scale, tgt * scale).sum()
-        return {"class": focal / num_boxes, "l1": l1 / num_boxes, "overlap": overlap / num_boxes}
+        losses = {"class": focal / num_boxes, "l1": l1 / num_boxes, "overlap": overlap / num_boxes}
+        if "angle" in self.weights:
+            losses["angle"] = angle_loss(pred * scale, tgt * scale).sum() / num_boxes
+        return losses
+
+
+def angle_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Anisotropy-weighted angle error of matched pixel rboxes: (1 - h/w of the canonical target) * |wrap(a_p - a_t)|.
+
+    Args:
+        pred: (K, 5) pixel rboxes as predicted (not canonicalised).
+        target: (K, 5) pixel rboxes.
+
+    Returns:
+        (K,) float in [0, pi/2]: 0 for a square target or matching angles (a half turn apart counts as matching).
+    """
+    target = canonicalize_rboxes(target)
+    anisotropy = 1.0 - target[:, 3] / target[:, 2].clamp(min=1e-6)
+    return anisotropy * wrap_angle(pred[:, 4] - target[:, 4]).abs()

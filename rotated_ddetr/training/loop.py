@@ -55,7 +55,7 @@ def build_criterion(train: TrainConfig, num_classes: int) -> SetCriterion:
     matcher = HungarianMatcher(train.match_class_weight, train.match_l1_weight, train.match_iou_weight,
                                train.match_gaussian_weight, train.focal_alpha, train.focal_gamma)  # fmt: skip
     return SetCriterion(matcher, num_classes, train.class_weight, train.l1_weight, train.overlap_weight,
-                        train.focal_alpha, train.focal_gamma)  # fmt: skip
+                        train.focal_alpha, train.focal_gamma, train.angle_weight)  # fmt: skip
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
@@ -102,7 +102,8 @@ class Trainer:
         """Trains on one batch.
 
         Returns:
-            "loss" (weighted total), "loss_class", "loss_l1", "loss_overlap" (last decoder layer, unweighted),
+            "loss" (weighted total), "loss_class", "loss_l1", "loss_overlap" (and "loss_angle" when weighted) of
+            the last decoder layer (unweighted),
             "grad_norm" (before clipping; 0 when clipping is off) and "lr" of the transformer group.
 
         Raises:
@@ -127,7 +128,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        values = {k: float(losses[k].detach()) for k in ("loss", "loss_class", "loss_l1", "loss_overlap")}
+        keys = ["loss", *(f"loss_{name}" for name in self.criterion.weights)]
+        values = {k: float(losses[k].detach()) for k in keys}
         return {**values, "grad_norm": grad_norm, "lr": lr}
 
 

@@ -81,3 +81,29 @@ def test_num_boxes_averaged_over_ranks(tmp_path):
         assert float(average_num_boxes(empty, torch.device("cpu"))) == 1.0
     finally:
         dist.destroy_process_group()
+
+
+def test_angle_loss_by_hand():
+    from rotated_ddetr.training.criterion import angle_loss
+
+    target = torch.tensor([[50.0, 40.0, 40.0, 10.0, 0.3]] * 4)
+    target[2] = torch.tensor([50.0, 40.0, 10.0, 40.0, 0.3 + math.pi / 2])  # the same rectangle, w/h swapped
+    target[3] = torch.tensor([50.0, 40.0, 20.0, 20.0, 0.3])  # a square: no angle
+    pred = torch.tensor([[50.0, 40.0, 40.0, 10.0, 0.5], [50.0, 40.0, 40.0, 10.0, 0.3 - math.pi]] + [[0.0] * 5] * 2)
+    pred[2, 4], pred[3, 4] = -1.2, 1.0
+    expected = torch.tensor([0.75 * 0.2, 0.0, 0.75 * 1.5, 0.0])  # row 2: canonical target angle 0.3, vs -1.2
+    torch.testing.assert_close(angle_loss(pred, target), expected, atol=1e-5, rtol=0)
+
+
+def test_angle_term_joins_the_total_when_weighted():
+    criterion = SetCriterion(HungarianMatcher(), num_classes=3, angle_weight=1.5)
+    rboxes, logits = _perfect()
+    rboxes[..., 4] += 0.1
+    losses = criterion(_outputs(rboxes, logits), TARGETS)
+    weights = {"class": 2.0, "l1": 5.0, "overlap": 2.0, "angle": 1.5}
+    expected = sum(w * losses[f"loss_{n}{s}"] for n, w in weights.items() for s in ("", "_0", "_enc"))
+    torch.testing.assert_close(losses["loss"], expected, atol=1e-5, rtol=1e-6)
+    # Targets: 24 x 8 px (anisotropy 2/3, off by 0.1); 12 x 24 px at -pi/2, canonical 24 x 12 at 0 (1/2), which the
+    # prediction copies in the swapped form (-pi/2 + 0.1: like L1, the term prefers w >= h); a square (0).
+    expected = (2 / 3 * 0.1 + 1 / 2 * (math.pi / 2 - 0.1)) / 3
+    torch.testing.assert_close(losses["loss_angle"], torch.tensor(expected), atol=1e-5, rtol=0)
