@@ -121,6 +121,8 @@ class TrainConfig:
         clip_max_norm: gradient clipping by global norm (0 disables).
         lr_drop: epoch after which the learning rates drop by `lr_drop_factor` (step schedule; 0 = never).
         lr_drop_factor: that factor.
+        lr_drop_time: with a time budget (`max_minutes`), also drop the rates once this fraction of it has passed
+            (0 = only at epoch `lr_drop`): a budget may end long before the epoch-based drop.
         warmup_steps: linear learning-rate warmup: step s < warmup_steps runs at (s + 1) / warmup_steps of the rate.
         batch_size: images per process and step.
         num_workers: DataLoader worker processes (0 = load in the main process).
@@ -135,6 +137,9 @@ class TrainConfig:
         class_weight, l1_weight, overlap_weight: loss weights (focal, L1 on normalised cx cy w h, KLD overlap).
         angle_weight: weight of the anisotropy-weighted angle loss (0 = off; see `SetCriterion`).
         match_class_weight, match_l1_weight, match_iou_weight, match_gaussian_weight: matcher cost weights.
+        enc_positives: k > 0 supervises the two-stage proposals at every encoder token, each target taking its k
+            cheapest tokens (one-to-many, `rotated_ddetr.training.assigner`); 0 keeps Deformable DETR's one-to-one
+            loss on the top-k proposals.
         focal_alpha, focal_gamma: focal loss and focal matching cost parameters.
         eval_top_k: detections kept per image at evaluation (before the score threshold).
         eval_score_thr: minimum score of a kept detection at evaluation.
@@ -147,6 +152,7 @@ class TrainConfig:
     clip_max_norm: float = 0.1
     lr_drop: int = 40
     lr_drop_factor: float = 0.1
+    lr_drop_time: float = 0.0
     warmup_steps: int = 0
     batch_size: int = 2
     num_workers: int = 2
@@ -166,6 +172,7 @@ class TrainConfig:
     match_l1_weight: float = 5.0
     match_iou_weight: float = 2.0
     match_gaussian_weight: float = 0.0
+    enc_positives: int = 0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     eval_top_k: int = 300
@@ -351,6 +358,7 @@ def _validate(cfg: Config) -> None:
         (t.clip_max_norm >= 0 and t.lr_drop >= 0 and t.warmup_steps >= 0, "train.clip_max_norm, lr_drop, warmup >= 0"),
         (t.eval_every >= 0 and t.log_every >= 1 and t.keep_last >= 0, "train.eval_every, keep_last >= 0, log >= 1"),
         (t.max_minutes is None or t.max_minutes > 0, f"train.max_minutes must be > 0 or none, got {t.max_minutes}"),
+        (0.0 <= t.lr_drop_time < 1.0, f"train.lr_drop_time must be in [0, 1), got {t.lr_drop_time}"),
         (t.eval_top_k >= 1, f"train.eval_top_k must be >= 1, got {t.eval_top_k}"),
     ]  # fmt: skip
     for ok, message in checks:

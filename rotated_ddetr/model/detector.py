@@ -23,6 +23,25 @@ PROPOSAL_SIDE_IN_STRIDES = 8.0
 
 
 @dataclass
+class DenseProposals:
+    """The two-stage proposal head's prediction at every encoder token (for one-to-many encoder supervision).
+
+    Attributes:
+        logits: (B, S, C) float class logits.
+        rboxes: (B, S, 5) float normalised rboxes.
+        points: (B, S, 2) float normalised token centres (the base rboxes' centres).
+        strides: (S,) float stride of each token's level in pixels.
+        padding_mask: (B, S) bool, True for padded tokens.
+    """
+
+    logits: torch.Tensor
+    rboxes: torch.Tensor
+    points: torch.Tensor
+    strides: torch.Tensor
+    padding_mask: torch.Tensor
+
+
+@dataclass
 class DetectorOutput:
     """What the detector predicts for a batch.
 
@@ -34,6 +53,7 @@ class DetectorOutput:
         enc_rboxes: (B, Q, 5) normalised rboxes of those proposals, or None.
         image_sizes: (B, 2) int64 (height, width) of each image's valid area in pixels: the frame of the
             normalised rboxes.
+        dense: the proposal head's prediction at every token, or None without two-stage.
     """
 
     logits: torch.Tensor
@@ -41,6 +61,7 @@ class DetectorOutput:
     enc_logits: torch.Tensor | None
     enc_rboxes: torch.Tensor | None
     image_sizes: torch.Tensor
+    dense: DenseProposals | None = None
 
 
 class Detector(nn.Module):
@@ -113,17 +134,20 @@ class Detector(nn.Module):
         enc_refs = token_rboxes(layout, self.strides, self.encoder_side_in_strides)
         memory = self.encoder(src, pos, enc_refs, layout)
         batch = images.shape[0]
-        enc_logits = enc_rboxes = None
+        enc_logits = enc_rboxes = dense = None
         if self.proposals is not None:
             base = token_rboxes(layout, self.strides, PROPOSAL_SIDE_IN_STRIDES)
-            enc_logits, enc_rboxes = self.proposals(memory, base, layout.padding_mask)
+            enc_logits, enc_rboxes, dense_logits, dense_rboxes = self.proposals(memory, base, layout.padding_mask)
+            strides = torch.tensor(self.strides, dtype=torch.float32, device=images.device)
+            strides = strides.repeat_interleave(layout.spatial_shapes.prod(-1))
+            dense = DenseProposals(dense_logits, dense_rboxes, base[..., :2], strides, layout.padding_mask)
             references = enc_rboxes.detach()
         else:
             references = activate_rboxes(self.query_rboxes)[None].expand(batch, -1, -1)
         tgt = self.query_content.weight[None].expand(batch, -1, -1)
         logits, rboxes = self.decoder(tgt, references, memory, layout)
         image_sizes = layout.image_wh.flip(-1).round().to(torch.int64)
-        return DetectorOutput(logits, rboxes, enc_logits, enc_rboxes, image_sizes)
+        return DetectorOutput(logits, rboxes, enc_logits, enc_rboxes, image_sizes, dense)
 
 
 def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask: torch.Tensor) -> MultiScaleLayout:

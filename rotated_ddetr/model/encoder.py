@@ -113,8 +113,8 @@ class TwoStageProposals(nn.Module):
 
     def forward(
         self, memory: torch.Tensor, base_rboxes: torch.Tensor, padding_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Selects the top-k proposals of each image.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicts a proposal at every token and selects the top-k of each image.
 
         Args:
             memory: (B, S, d) encoder output.
@@ -122,7 +122,8 @@ class TwoStageProposals(nn.Module):
             padding_mask: (B, S) bool, True for padded tokens (never selected).
 
         Returns:
-            logits (B, k, C) and rboxes (B, k, 5) normalised, with gradients (for the encoder loss).
+            top-k logits (B, k, C) and rboxes (B, k, 5) normalised, then the dense logits (B, S, C) and rboxes
+            (B, S, 5) of every token; all with gradients (for the encoder loss).
 
         Raises:
             ValueError: fewer tokens than k.
@@ -131,9 +132,8 @@ class TwoStageProposals(nn.Module):
             raise ValueError(f"{memory.shape[1]} tokens cannot seed {self.num_queries} queries: the image is too small")
         memory = self.norm(self.proj(memory.masked_fill(padding_mask[..., None], 0.0)))
         logits = self.class_head(memory)  # (B, S, C)
+        rboxes = refine_rboxes(base_rboxes, self.box_head(memory))  # (B, S, 5)
         scores = logits.detach().amax(-1).masked_fill(padding_mask, float("-inf"))
         index = scores.topk(self.num_queries, dim=1).indices[..., None]  # (B, k, 1)
         top_logits = logits.gather(1, index.expand(-1, -1, logits.shape[-1]))
-        top_memory = memory.gather(1, index.expand(-1, -1, memory.shape[-1]))
-        top_base = base_rboxes.gather(1, index.expand(-1, -1, 5))
-        return top_logits, refine_rboxes(top_base, self.box_head(top_memory))
+        return top_logits, rboxes.gather(1, index.expand(-1, -1, 5)), logits, rboxes

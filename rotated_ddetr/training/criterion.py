@@ -1,7 +1,8 @@
 """Set criterion: `DetectorOutput` + targets -> a dict of losses (weighted total under "loss").
 
-Each decoder layer and the two-stage encoder proposals are matched by the Hungarian matcher, then scored with the
-sigmoid focal loss, L1 on normalised (cx, cy, w, h) and the KLD rotated overlap loss on pixel rboxes.
+Each decoder layer and the two-stage encoder proposals are matched by the Hungarian matcher (or, for the proposals,
+optionally one-to-many at every token by a `TopKAssigner`), then scored with the sigmoid focal loss, L1 on normalised
+(cx, cy, w, h) and the KLD rotated overlap loss on pixel rboxes.
 """
 
 import torch
@@ -10,15 +11,21 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from rotated_ddetr.boxes import canonicalize_rboxes
-from rotated_ddetr.model.detector import DetectorOutput
+from rotated_ddetr.model.detector import DenseProposals, DetectorOutput
 from rotated_ddetr.model.heads import wrap_angle
+from rotated_ddetr.training.assigner import TopKAssigner
 from rotated_ddetr.training.matcher import HungarianMatcher, Target, pixel_scales
 from rotated_ddetr.training.overlap import kld_loss
 
 
 def average_num_boxes(targets: list[Target], device: torch.device) -> torch.Tensor:
     """The number of target boxes per process, averaged over distributed ranks, at least 1 (the loss normaliser)."""
-    num = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    return average_count(sum(len(t["labels"]) for t in targets), device)
+
+
+def average_count(count: int, device: torch.device) -> torch.Tensor:
+    """A per-process count averaged over distributed ranks, at least 1."""
+    num = torch.tensor(float(count), device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(num)
         num = num / dist.get_world_size()
@@ -54,6 +61,8 @@ class SetCriterion(nn.Module):
         angle_weight: weight of the anisotropy-weighted angle loss (0 leaves it out, and out of the loss dict).
         focal_alpha: alpha of the focal loss.
         focal_gamma: gamma of the focal loss.
+        assigner: a `TopKAssigner` to supervise the two-stage proposals at every token, one-to-many (normalised by
+            the number of positive tokens); None keeps Deformable DETR's one-to-one loss on the top-k proposals.
     """
 
     def __init__(
@@ -66,9 +75,10 @@ class SetCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         angle_weight: float = 0.0,
+        assigner: TopKAssigner | None = None,
     ) -> None:
         super().__init__()
-        self.matcher, self.num_classes = matcher, num_classes
+        self.matcher, self.num_classes, self.assigner = matcher, num_classes, assigner
         self.weights = {"class": class_weight, "l1": l1_weight, "overlap": overlap_weight}
         if angle_weight:
             self.weights["angle"] = angle_weight
@@ -89,26 +99,50 @@ class SetCriterion(nn.Module):
         num_layers = outputs.logits.shape[0]
         heads = {f"_{i}": (outputs.logits[i], outputs.rboxes[i]) for i in range(num_layers - 1)}
         heads[""] = (outputs.logits[-1], outputs.rboxes[-1])
-        if outputs.enc_logits is not None:
-            heads["_enc"] = (outputs.enc_logits, outputs.enc_rboxes)
+        per_head = {
+            suffix: self.head_losses(logits, rboxes, targets, self.matcher(logits, rboxes, targets), num_boxes)
+            for suffix, (logits, rboxes) in heads.items()
+        }
+        if outputs.dense is not None and self.assigner is not None:
+            per_head["_enc"] = self.dense_losses(outputs.dense, targets)
+        elif outputs.enc_logits is not None:
+            matches = self.matcher(outputs.enc_logits, outputs.enc_rboxes, targets)
+            per_head["_enc"] = self.head_losses(outputs.enc_logits, outputs.enc_rboxes, targets, matches, num_boxes)
         losses = {}
         total = outputs.logits.new_zeros(())
-        for suffix, (logits, rboxes) in heads.items():
-            for name, value in self.head_losses(logits, rboxes, targets, num_boxes).items():
+        for suffix, head in per_head.items():
+            for name, value in head.items():
                 losses[f"loss_{name}{suffix}"] = value
                 total = total + self.weights[name] * value
         return {"loss": total, **losses}
 
+    def dense_losses(self, dense: DenseProposals, targets: list[Target]) -> dict[str, torch.Tensor]:
+        """Unweighted one-to-many losses of the proposals at every valid token, normalised by the positives."""
+        matches = self.assigner(dense, targets)
+        num_positives = average_count(sum(len(q) for q, _ in matches), dense.logits.device)
+        valid = ~dense.padding_mask
+        return self.head_losses(dense.logits, dense.rboxes, targets, matches, num_positives, valid)
+
     def head_losses(
-        self, logits: torch.Tensor, rboxes: torch.Tensor, targets: list[Target], num_boxes: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        rboxes: torch.Tensor,
+        targets: list[Target],
+        matches: list[tuple[torch.Tensor, torch.Tensor]],
+        num_boxes: torch.Tensor,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted losses of one head: logits (B, Q, C), normalised rboxes (B, Q, 5) -> class, l1, overlap."""
-        matches = self.matcher(logits, rboxes, targets)
+        """Unweighted losses of one head: logits (B, Q, C), normalised rboxes (B, Q, 5) -> class, l1, overlap.
+
+        `matches` pairs queries with targets per image; `valid` (B, Q) bool limits the class loss (None: all).
+        """
         batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(logits.device)
         query_index = torch.cat([q for q, _ in matches]).to(logits.device)
         labels = torch.cat([t["labels"][k.to(t["labels"].device)] for t, (_, k) in zip(targets, matches, strict=True)])
         onehot = torch.zeros_like(logits)
         onehot[batch_index, query_index, labels.to(logits.device)] = 1.0
+        if valid is not None:
+            logits, onehot = logits[valid], onehot[valid]
         focal = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum")
 
         pred = rboxes[batch_index, query_index].float()  # (K, 5) normalised

@@ -39,6 +39,7 @@ from rotated_ddetr.distributed import (
 from rotated_ddetr.evaluation.model_eval import evaluate_model
 from rotated_ddetr.fileio import atomic_open, atomic_write_text
 from rotated_ddetr.model import DetectorOutput, build_model
+from rotated_ddetr.training.assigner import TopKAssigner
 from rotated_ddetr.training.criterion import SetCriterion
 from rotated_ddetr.training.logger import RunLogger
 from rotated_ddetr.training.matcher import HungarianMatcher
@@ -51,11 +52,12 @@ class SetupError(ValueError):
 
 
 def build_criterion(train: TrainConfig, num_classes: int) -> SetCriterion:
-    """The set criterion and its Hungarian matcher with the configured weights."""
+    """The set criterion, its Hungarian matcher and (with `enc_positives`) its dense assigner, configured."""
     matcher = HungarianMatcher(train.match_class_weight, train.match_l1_weight, train.match_iou_weight,
                                train.match_gaussian_weight, train.focal_alpha, train.focal_gamma)  # fmt: skip
+    assigner = TopKAssigner(matcher, train.enc_positives) if train.enc_positives else None
     return SetCriterion(matcher, num_classes, train.class_weight, train.l1_weight, train.overlap_weight,
-                        train.focal_alpha, train.focal_gamma, train.angle_weight)  # fmt: skip
+                        train.focal_alpha, train.focal_gamma, train.angle_weight, assigner)  # fmt: skip
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
@@ -74,11 +76,30 @@ def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay, fused=True)
 
 
-def lr_factor(step: int, steps_per_epoch: int, train: TrainConfig) -> float:
-    """Learning-rate multiplier of optimiser step `step`: linear warmup, then x lr_drop_factor from epoch lr_drop."""
-    warmup = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps else 1.0
-    dropped = train.lr_drop > 0 and step >= train.lr_drop * steps_per_epoch
-    return warmup * (train.lr_drop_factor if dropped else 1.0)
+class LrSchedule:
+    """Learning-rate multiplier of each optimiser step: linear warmup, then x lr_drop_factor from the drop on.
+
+    The drop comes at epoch `lr_drop`, or earlier when `drop_from` is called (the loop does so once `lr_drop_time`
+    of a time budget has passed). A callable object, so `LambdaLR.state_dict` saves the drop step with the
+    schedule and a resumed run continues it.
+
+    Args:
+        steps_per_epoch: optimiser steps per epoch.
+        train: the training config (warmup_steps, lr_drop, lr_drop_factor).
+    """
+
+    def __init__(self, steps_per_epoch: int, train: TrainConfig) -> None:
+        self.warmup_steps, self.drop_factor = train.warmup_steps, train.lr_drop_factor
+        self.drop_step = train.lr_drop * steps_per_epoch if train.lr_drop > 0 else None
+
+    def __call__(self, step: int) -> float:
+        warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        dropped = self.drop_step is not None and step >= self.drop_step
+        return warmup * (self.drop_factor if dropped else 1.0)
+
+    def drop_from(self, step: int) -> None:
+        """Drops the rates from optimiser step `step` on (if not dropped already)."""
+        self.drop_step = step if self.drop_step is None else min(self.drop_step, step)
 
 
 class Trainer:
@@ -135,10 +156,16 @@ class Trainer:
 
 def _as_float32(outputs: DetectorOutput) -> DetectorOutput:
     """The outputs in float32 (the criterion and matcher run outside autocast)."""
+
+    def cast(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.float()
+
+    dense = outputs.dense
+    if dense is not None:
+        dense = dataclasses.replace(dense, logits=dense.logits.float(), rboxes=dense.rboxes.float())
     return dataclasses.replace(
         outputs, logits=outputs.logits.float(), rboxes=outputs.rboxes.float(),
-        enc_logits=None if outputs.enc_logits is None else outputs.enc_logits.float(),
-        enc_rboxes=None if outputs.enc_rboxes is None else outputs.enc_rboxes.float(),
+        enc_logits=cast(outputs.enc_logits), enc_rboxes=cast(outputs.enc_rboxes), dense=dense,
     )  # fmt: skip
 
 
@@ -168,6 +195,8 @@ class _Run:
     step: int = 0
     batches_done: int = 0
     metrics: dict | None = None
+    deadline: float | None = None  # time.monotonic() at which training stops (train.max_minutes)
+    drop_time: float | None = None  # ... at which the learning rates drop (train.lr_drop_time), until done
 
 
 def _seed(seed: int) -> None:
@@ -200,8 +229,7 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
         raise SetupError(f"model: {error}") from error
     optimizer = build_optimizer(model, t)
     steps_per_epoch = math.ceil(math.ceil(len(dataset) / ctx.world_size) / t.batch_size)
-    factor = partial(lr_factor, steps_per_epoch=steps_per_epoch, train=t)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(steps_per_epoch, t))
     criterion = build_criterion(t, cfg.model.num_classes)
     trainer = Trainer(wrap_model(model, ctx), criterion, optimizer, scheduler, t.amp, t.clip_max_norm, ctx.device)
     output = Path(t.output_dir)
@@ -282,7 +310,18 @@ def _evaluate(run: _Run) -> None:
     barrier(run.ctx)
 
 
-def _train_epoch(run: _Run, bar: tqdm, deadline: float | None) -> bool:
+def _drop_lr(run: _Run) -> None:
+    """Drops the learning rates from the next step on (the time-budget drop, `train.lr_drop_time`)."""
+    scheduler = run.trainer.scheduler
+    for schedule in scheduler.lr_lambdas:
+        schedule.drop_from(run.step)
+    groups = run.trainer.optimizer.param_groups
+    for group, base, schedule in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * schedule(run.step)
+    run.logger.log("lr_drop", run.step, {"epoch": run.epoch, "lr": run.trainer.optimizer.param_groups[0]["lr"]})
+
+
+def _train_epoch(run: _Run, bar: tqdm) -> bool:
     """Trains the rest of the current epoch; True when the deadline stopped it early."""
     t = run.cfg.train
     last_log, images_since = time.perf_counter(), 0
@@ -298,7 +337,10 @@ def _train_epoch(run: _Run, bar: tqdm, deadline: float | None) -> bool:
             rate = images_since * run.ctx.world_size / max(now - last_log, 1e-9)
             run.logger.log("train", run.step, {"epoch": run.epoch, **values, "images_per_s": rate})
             last_log, images_since = now, 0
-        if any_process(deadline is not None and time.monotonic() >= deadline, run.ctx):
+        if run.drop_time is not None and any_process(time.monotonic() >= run.drop_time, run.ctx):
+            _drop_lr(run)
+            run.drop_time = None
+        if any_process(run.deadline is not None and time.monotonic() >= run.deadline, run.ctx):
             return True
     return False
 
@@ -318,14 +360,16 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
     start = time.monotonic()
     run = _setup(cfg, ctx, resume)
     t = cfg.train
-    deadline = start + 60.0 * t.max_minutes if t.max_minutes is not None else None
+    if t.max_minutes is not None:
+        run.deadline = start + 60.0 * t.max_minutes
+        run.drop_time = start + 60.0 * t.max_minutes * t.lr_drop_time if t.lr_drop_time else None
     steps_per_epoch = math.ceil(len(run.sampler) / t.batch_size)
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=run.step, disable=not (progress and ctx.is_main),
                unit="step", dynamic_ncols=True)  # fmt: skip
     stopped, checkpoint = False, None
     try:
         while run.epoch < t.epochs and not stopped:
-            stopped = _train_epoch(run, bar, deadline)
+            stopped = _train_epoch(run, bar)
             if stopped:
                 minutes = (time.monotonic() - start) / 60
                 run.logger.log("stop", run.step, {"epoch": run.epoch, "batches_done": run.batches_done,

@@ -9,7 +9,7 @@ from rotated_ddetr.checkpoint import load_checkpoint
 from rotated_ddetr.config import TrainConfig
 from rotated_ddetr.distributed import init_distributed
 from rotated_ddetr.model import build_model, tiny_config
-from rotated_ddetr.training.loop import SetupError, build_optimizer, lr_factor, train
+from rotated_ddetr.training.loop import LrSchedule, SetupError, build_optimizer, train
 
 from .conftest import tiny_train_config
 
@@ -19,11 +19,22 @@ def _losses(output_dir) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
 
 
-def test_lr_factor_warmup_and_step_drop():
-    train = TrainConfig(warmup_steps=4, lr_drop=2, lr_drop_factor=0.1)
-    factors = [lr_factor(step, steps_per_epoch=3, train=train) for step in range(8)]
-    assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.1, 0.1])
-    assert lr_factor(100, 3, TrainConfig(lr_drop=0)) == 1.0
+def test_lr_schedule_warmup_and_step_drop():
+    schedule = LrSchedule(steps_per_epoch=3, train=TrainConfig(warmup_steps=4, lr_drop=2, lr_drop_factor=0.1))
+    assert [schedule(step) for step in range(8)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.1, 0.1])
+    assert LrSchedule(3, TrainConfig(lr_drop=0))(100) == 1.0
+
+
+def test_lr_schedule_time_drop_is_saved_with_the_scheduler():
+    schedule = LrSchedule(steps_per_epoch=3, train=TrainConfig(lr_drop=0, lr_drop_factor=0.5))
+    schedule.drop_from(5)
+    schedule.drop_from(7)  # a later call does not postpone the drop
+    assert [schedule(step) for step in (4, 5, 9)] == [1.0, 0.5, 0.5]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    state = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule).state_dict()
+    fresh = LrSchedule(steps_per_epoch=3, train=TrainConfig(lr_drop=0, lr_drop_factor=0.5))
+    torch.optim.lr_scheduler.LambdaLR(optimizer, fresh).load_state_dict(state)
+    assert fresh(5) == 0.5 and fresh(4) == 1.0
 
 
 def test_optimizer_groups():
@@ -81,6 +92,18 @@ def test_time_limit_stops_mid_epoch_and_resumes(tiny_dataset, full_run, tmp_path
     assert sorted(resumed) == [1, 2, 3, 4]  # step 1 from the cut run, then 2-4 from the resumed one
     for step in (2, 3, 4):
         assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
+
+
+def test_time_budget_drops_the_learning_rate(tiny_dataset, tmp_path):
+    ctx = init_distributed("cpu")
+    cfg = tiny_train_config(tiny_dataset, tmp_path / "drop", max_minutes=1e-6, lr_drop=0, lr_drop_time=0.5)
+    train(cfg, ctx, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "drop" / "log.jsonl").read_text().splitlines()]
+    drop = [r for r in records if r["kind"] == "lr_drop"]
+    assert len(drop) == 1 and drop[0]["step"] == 1
+    assert drop[0]["lr"] == pytest.approx(cfg.train.lr * cfg.train.lr_drop_factor)  # warmup (2 steps) done at step 1
+    scheduler = load_checkpoint(tmp_path / "drop" / "checkpoint_last.pth")["scheduler"]
+    assert scheduler["lr_lambdas"][0]["drop_step"] == 1
 
 
 def test_setup_errors(tiny_dataset, tmp_path):
