@@ -42,10 +42,15 @@ class DeformableDecoderLayer(nn.Module):
         reference_rboxes: torch.Tensor,
         memory: torch.Tensor,
         layout: MultiScaleLayout,
+        self_attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, Q, d) queries + (B, Q, d) positions + (B, Q, 5) references + (B, S, d) memory -> (B, Q, d)."""
+        """(B, Q, d) queries + (B, Q, d) positions + (B, Q, 5) references + (B, S, d) memory -> (B, Q, d).
+
+        `self_attn_mask` (Q, Q) bool, True where query i must not attend to query j (denoising groups).
+        """
         q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attended = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
+        tgt = self.norm1(tgt + self.dropout(attended))
         cross = self.cross_attn(tgt + query_pos, reference_rboxes, memory, layout)
         tgt = self.norm2(tgt + self.dropout(cross))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
@@ -80,7 +85,12 @@ class RotatedDecoder(nn.Module):
             box_head.zero_last_layer()
 
     def forward(
-        self, tgt: torch.Tensor, reference_rboxes: torch.Tensor, memory: torch.Tensor, layout: MultiScaleLayout
+        self,
+        tgt: torch.Tensor,
+        reference_rboxes: torch.Tensor,
+        memory: torch.Tensor,
+        layout: MultiScaleLayout,
+        self_attn_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Runs all layers.
 
@@ -89,6 +99,7 @@ class RotatedDecoder(nn.Module):
             reference_rboxes: (B, Q, 5) normalised initial references.
             memory: (B, S, d) encoder memory.
             layout: the memory's token layout.
+            self_attn_mask: (Q, Q) bool, True where query i must not attend to query j; None = no mask.
 
         Returns:
             logits (num_layers, B, Q, C) and rboxes (num_layers, B, Q, 5) normalised (angle in [-pi/2, pi/2),
@@ -97,7 +108,7 @@ class RotatedDecoder(nn.Module):
         all_logits, all_rboxes = [], []
         for layer, class_head, box_head in zip(self.layers, self.class_heads, self.box_heads, strict=True):
             query_pos = self.ref_point_head(rbox_sine_embedding(reference_rboxes, tgt.shape[-1] // 2))
-            tgt = layer(tgt, query_pos, reference_rboxes, memory, layout)
+            tgt = layer(tgt, query_pos, reference_rboxes, memory, layout, self_attn_mask)
             rboxes = refine_rboxes(reference_rboxes, box_head(tgt))
             all_logits.append(class_head(tgt))
             all_rboxes.append(rboxes)

@@ -13,6 +13,7 @@ from rotated_ddetr.config import ModelConfig
 from rotated_ddetr.model.attention import MultiScaleLayout, RotatedMSDeformAttn
 from rotated_ddetr.model.backbone import MultiScaleProjection, ResNetBackbone, level_strides, resize_mask
 from rotated_ddetr.model.decoder import DeformableDecoderLayer, RotatedDecoder
+from rotated_ddetr.model.denoising import DenoisingOutput, QueryDenoising
 from rotated_ddetr.model.encoder import DeformableEncoder, DeformableEncoderLayer, TwoStageProposals, token_rboxes
 from rotated_ddetr.model.heads import activate_rboxes, inverse_sigmoid
 from rotated_ddetr.model.position_encoding import PositionEmbeddingSine
@@ -54,6 +55,7 @@ class DetectorOutput:
         image_sizes: (B, 2) int64 (height, width) of each image's valid area in pixels: the frame of the
             normalised rboxes.
         dense: the proposal head's prediction at every token, or None without two-stage.
+        denoising: the outputs of the denoising queries (training with targets and denoising on), else None.
     """
 
     logits: torch.Tensor
@@ -62,6 +64,7 @@ class DetectorOutput:
     enc_rboxes: torch.Tensor | None
     image_sizes: torch.Tensor
     dense: DenseProposals | None = None
+    denoising: DenoisingOutput | None = None
 
 
 class Detector(nn.Module):
@@ -77,6 +80,7 @@ class Detector(nn.Module):
         d_model: transformer width.
         num_queries: decoder queries.
         n_points: sampling points per head and level (sets the encoder reference size).
+        denoising: `QueryDenoising` used in training when targets are given, or None.
     """
 
     def __init__(
@@ -90,10 +94,12 @@ class Detector(nn.Module):
         d_model: int,
         num_queries: int,
         n_points: int,
+        denoising: QueryDenoising | None = None,
     ) -> None:
         super().__init__()
         self.backbone, self.projection, self.position_encoding = backbone, projection, position_encoding
         self.encoder, self.decoder, self.proposals = encoder, decoder, proposals
+        self.denoising = denoising
         self.strides = level_strides(backbone.strides, len(projection.layers))
         self.encoder_side_in_strides = 2.0 * n_points
         self.level_embed = nn.Parameter(torch.empty(len(projection.layers), d_model).normal_())
@@ -109,13 +115,16 @@ class Detector(nn.Module):
         """Pad images to a multiple of this (the largest stride) so that every level covers the padded image."""
         return max(self.strides)
 
-    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> DetectorOutput:
+    def forward(
+        self, images: torch.Tensor, masks: torch.Tensor | None = None, targets: list | None = None
+    ) -> DetectorOutput:
         """Detects rotated objects.
 
         Args:
             images: (B, 3, H, W) float RGB images in [0, 1] (the backbone applies the ImageNet mean/std), padded at
                 the bottom/right to a common size (a multiple of `size_divisor` keeps the sampling exact).
             masks: (B, H, W) bool, True at padding; None when no image is padded.
+            targets: B `Target`s, for the denoising queries in training; ignored otherwise.
 
         Returns:
             A `DetectorOutput`.
@@ -145,9 +154,17 @@ class Detector(nn.Module):
         else:
             references = activate_rboxes(self.query_rboxes)[None].expand(batch, -1, -1)
         tgt = self.query_content.weight[None].expand(batch, -1, -1)
-        logits, rboxes = self.decoder(tgt, references, memory, layout)
         image_sizes = layout.image_wh.flip(-1).round().to(torch.int64)
-        return DetectorOutput(logits, rboxes, enc_logits, enc_rboxes, image_sizes, dense)
+        if self.denoising is None or not self.training or targets is None:
+            logits, rboxes = self.decoder(tgt, references, memory, layout)
+            return DetectorOutput(logits, rboxes, enc_logits, enc_rboxes, image_sizes, dense)
+        dn = self.denoising(targets, tgt.shape[1])
+        n = dn.content.shape[1]
+        tgt = torch.cat((dn.content.to(tgt.dtype), tgt), dim=1)
+        references = torch.cat((dn.rboxes.to(references.dtype), references), dim=1)
+        logits, rboxes = self.decoder(tgt, references, memory, layout, dn.attn_mask)
+        denoising = DenoisingOutput(logits[:, :, :n], rboxes[:, :, :n], dn.target_index, self.denoising.groups)
+        return DetectorOutput(logits[:, :, n:], rboxes[:, :, n:], enc_logits, enc_rboxes, image_sizes, dense, denoising)
 
 
 def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask: torch.Tensor) -> MultiScaleLayout:
@@ -178,6 +195,9 @@ def build_model(cfg: ModelConfig) -> Detector:
     ]
     decoder = RotatedDecoder(dec_layers, cfg.d_model, cfg.num_classes, cfg.box_refine)
     proposals = TwoStageProposals(cfg.d_model, cfg.num_classes, cfg.num_queries) if cfg.two_stage else None
+    denoising = None
+    if cfg.dn_groups > 0:
+        denoising = QueryDenoising(cfg.num_classes, cfg.d_model, cfg.dn_groups, cfg.dn_box_noise, cfg.dn_label_noise)
     return Detector(
         backbone,
         projection,
@@ -188,4 +208,5 @@ def build_model(cfg: ModelConfig) -> Detector:
         cfg.d_model,
         cfg.num_queries,
         cfg.n_points,
+        denoising,
     )

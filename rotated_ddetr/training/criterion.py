@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from rotated_ddetr.boxes import canonicalize_rboxes
+from rotated_ddetr.model.denoising import DenoisingOutput
 from rotated_ddetr.model.detector import DenseProposals, DetectorOutput
 from rotated_ddetr.model.heads import wrap_angle
 from rotated_ddetr.training.assigner import TopKAssigner
@@ -93,7 +94,8 @@ class SetCriterion(nn.Module):
 
         Returns:
             "loss": the weighted total to back-propagate; "loss_{class,l1,overlap[,angle]}" for the last decoder layer,
-            "..._{i}" for decoder layer i < last, "..._enc" for the encoder proposals (all unweighted, for logging).
+            "..._{i}" for decoder layer i < last, "..._enc" for the encoder proposals, "..._dn" and "..._dn_{i}" for
+            the denoising queries when present (all unweighted, for logging).
         """
         num_boxes = average_num_boxes(targets, outputs.logits.device)
         num_layers = outputs.logits.shape[0]
@@ -108,6 +110,8 @@ class SetCriterion(nn.Module):
         elif outputs.enc_logits is not None:
             matches = self.matcher(outputs.enc_logits, outputs.enc_rboxes, targets)
             per_head["_enc"] = self.head_losses(outputs.enc_logits, outputs.enc_rboxes, targets, matches, num_boxes)
+        if outputs.denoising is not None:
+            per_head.update(self.denoising_losses(outputs.denoising, targets, num_boxes))
         losses = {}
         total = outputs.logits.new_zeros(())
         for suffix, head in per_head.items():
@@ -122,6 +126,26 @@ class SetCriterion(nn.Module):
         num_positives = average_count(sum(len(q) for q, _ in matches), dense.logits.device)
         valid = ~dense.padding_mask
         return self.head_losses(dense.logits, dense.rboxes, targets, matches, num_positives, valid)
+
+    def denoising_losses(
+        self, dn: DenoisingOutput, targets: list[Target], num_boxes: torch.Tensor
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Losses of the denoising queries against the targets they were made from (no matching), per layer.
+
+        Returns:
+            {"_dn": losses of the last layer, "_dn_{i}": of layer i < last}; normalised by num_boxes x groups.
+        """
+        assignment = []
+        for b in range(len(targets)):
+            queries = torch.nonzero(dn.target_index[b] >= 0).flatten()
+            assignment.append((queries, dn.target_index[b, queries]))
+        num_layers = dn.logits.shape[0]
+        return {
+            "_dn" if i == num_layers - 1 else f"_dn_{i}": self.head_losses(
+                dn.logits[i], dn.rboxes[i], targets, assignment, num_boxes * dn.groups
+            )
+            for i in range(num_layers)
+        }
 
     def head_losses(
         self,

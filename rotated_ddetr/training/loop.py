@@ -133,7 +133,7 @@ class Trainer:
         self.model.train()
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            outputs = self.model(batch.images, batch.masks)
+            outputs = self.model(batch.images, batch.masks, batch.targets)
         losses = self.criterion(_as_float32(outputs), batch.targets)
         loss = losses["loss"]
         if not torch.isfinite(loss) and not self.scaler.is_enabled():
@@ -160,12 +160,14 @@ def _as_float32(outputs: DetectorOutput) -> DetectorOutput:
     def cast(x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x.float()
 
-    dense = outputs.dense
+    dense, dn = outputs.dense, outputs.denoising
     if dense is not None:
         dense = dataclasses.replace(dense, logits=dense.logits.float(), rboxes=dense.rboxes.float())
+    if dn is not None:
+        dn = dataclasses.replace(dn, logits=dn.logits.float(), rboxes=dn.rboxes.float())
     return dataclasses.replace(
         outputs, logits=outputs.logits.float(), rboxes=outputs.rboxes.float(),
-        enc_logits=cast(outputs.enc_logits), enc_rboxes=cast(outputs.enc_rboxes), dense=dense,
+        enc_logits=cast(outputs.enc_logits), enc_rboxes=cast(outputs.enc_rboxes), dense=dense, denoising=dn,
     )  # fmt: skip
 
 
