@@ -49,6 +49,8 @@ class ModelConfig:
         num_classes: object classes; derived from `data.classes` when resolved through `load_config`.
         two_stage: seed the decoder with the top-k encoder proposals instead of learned references.
         box_refine: iterative box refinement across decoder layers.
+        proposal_nms_iou: two-stage: class-agnostic rotated NMS of the proposals before the top-k (0 = off), so the
+            decoder starts from one proposal per object (see `TwoStageProposals`).
         dn_groups: noised copies of every target fed to the decoder in training (DN-DETR query denoising); 0 = off.
         dn_box_noise: denoising box noise scale (centre shift in half-sides, relative side change, angle / 45 deg).
         dn_label_noise: probability that a denoising query carries a random label.
@@ -70,6 +72,7 @@ class ModelConfig:
     num_classes: int = field(default=15, metadata=_DERIVED)
     two_stage: bool = True
     box_refine: bool = True
+    proposal_nms_iou: float = 0.0
     dn_groups: int = 0
     dn_box_noise: float = 0.4
     dn_label_noise: float = 0.2
@@ -355,6 +358,7 @@ def _validate(cfg: Config) -> None:
         (min(m.n_levels, m.n_points, m.enc_layers, m.dec_layers, m.num_queries, m.ffn_dim) >= 1,
          "model.n_levels, n_points, enc_layers, dec_layers, num_queries and ffn_dim must be >= 1"),
         (0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}"),
+        (0.0 <= m.proposal_nms_iou < 1.0, f"model.proposal_nms_iou must be in [0, 1), got {m.proposal_nms_iou}"),
         (m.dn_groups >= 0 and m.dn_box_noise >= 0 and 0 <= m.dn_label_noise <= 1, "model.dn_* out of range"),
         (len(d.classes) >= 1 and len(set(d.classes)) == len(d.classes), "data.classes must be distinct, >= 1"),
         (set(d.drop_difficult) <= {1, 2}, f"data.drop_difficult must hold 1 and/or 2, got {d.drop_difficult}"),

@@ -146,7 +146,9 @@ class Detector(nn.Module):
         enc_logits = enc_rboxes = dense = None
         if self.proposals is not None:
             base = token_rboxes(layout, self.strides, PROPOSAL_SIDE_IN_STRIDES)
-            enc_logits, enc_rboxes, dense_logits, dense_rboxes = self.proposals(memory, base, layout.padding_mask)
+            enc_logits, enc_rboxes, dense_logits, dense_rboxes = self.proposals(
+                memory, base, layout.padding_mask, layout.image_wh
+            )
             strides = torch.tensor(self.strides, dtype=torch.float32, device=images.device)
             strides = strides.repeat_interleave(layout.spatial_shapes.prod(-1))
             dense = DenseProposals(dense_logits, dense_rboxes, base[..., :2], strides, layout.padding_mask)
@@ -194,7 +196,9 @@ def build_model(cfg: ModelConfig) -> Detector:
         for _ in range(cfg.dec_layers)
     ]
     decoder = RotatedDecoder(dec_layers, cfg.d_model, cfg.num_classes, cfg.box_refine)
-    proposals = TwoStageProposals(cfg.d_model, cfg.num_classes, cfg.num_queries) if cfg.two_stage else None
+    proposals = None
+    if cfg.two_stage:
+        proposals = TwoStageProposals(cfg.d_model, cfg.num_classes, cfg.num_queries, cfg.proposal_nms_iou)
     denoising = None
     if cfg.dn_groups > 0:
         denoising = QueryDenoising(cfg.num_classes, cfg.d_model, cfg.dn_groups, cfg.dn_box_noise, cfg.dn_label_noise)

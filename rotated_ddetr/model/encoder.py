@@ -10,6 +10,7 @@ from torch import nn
 
 from rotated_ddetr.model.attention import MultiScaleLayout, RotatedMSDeformAttn
 from rotated_ddetr.model.heads import MLP, class_bias_init, refine_rboxes
+from rotated_ddetr.ops import nms_rotated
 
 
 def token_rboxes(layout: MultiScaleLayout, strides: tuple[int, ...], side_in_strides: float) -> torch.Tensor:
@@ -95,15 +96,22 @@ class TwoStageProposals(nn.Module):
     Each token predicts class logits and a 5-d delta from its base rbox (`token_rboxes`); the k tokens with the
     highest class score (max over classes, as DINO) become proposals. The decoder gets them detached.
 
+    With `nms_iou` > 0, the proposals first go through class-agnostic rotated NMS (the best `PRE_NMS` tokens), and
+    the suppressed ones fill the k slots only after all survivors: a one-to-many trained proposal head marks each
+    object with several near-identical boxes, which would leave the one-to-one decoder to untangle duplicates.
+
     Args:
         d_model: memory channels.
         num_classes: object classes (sigmoid scores, no background class).
         num_queries: k, the number of proposals kept per image.
+        nms_iou: IoU above which a lower-scored proposal is deferred behind the survivors (0 = no NMS).
     """
 
-    def __init__(self, d_model: int, num_classes: int, num_queries: int) -> None:
+    PRE_NMS = 1000
+
+    def __init__(self, d_model: int, num_classes: int, num_queries: int, nms_iou: float = 0.0) -> None:
         super().__init__()
-        self.num_queries = num_queries
+        self.num_queries, self.nms_iou = num_queries, nms_iou
         self.proj = nn.Linear(d_model, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.class_head = nn.Linear(d_model, num_classes)
@@ -112,7 +120,7 @@ class TwoStageProposals(nn.Module):
         self.box_head.zero_last_layer()
 
     def forward(
-        self, memory: torch.Tensor, base_rboxes: torch.Tensor, padding_mask: torch.Tensor
+        self, memory: torch.Tensor, base_rboxes: torch.Tensor, padding_mask: torch.Tensor, image_wh: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predicts a proposal at every token and selects the top-k of each image.
 
@@ -120,6 +128,7 @@ class TwoStageProposals(nn.Module):
             memory: (B, S, d) encoder output.
             base_rboxes: (B, S, 5) normalised base rboxes of the tokens.
             padding_mask: (B, S) bool, True for padded tokens (never selected).
+            image_wh: (B, 2) valid image (width, height) in pixels (NMS compares pixel rboxes).
 
         Returns:
             top-k logits (B, k, C) and rboxes (B, k, 5) normalised, then the dense logits (B, S, C) and rboxes
@@ -134,6 +143,25 @@ class TwoStageProposals(nn.Module):
         logits = self.class_head(memory)  # (B, S, C)
         rboxes = refine_rboxes(base_rboxes, self.box_head(memory))  # (B, S, 5)
         scores = logits.detach().amax(-1).masked_fill(padding_mask, float("-inf"))
-        index = scores.topk(self.num_queries, dim=1).indices[..., None]  # (B, k, 1)
+        if self.nms_iou > 0:
+            index = self._select_with_nms(scores, rboxes.detach(), image_wh)[..., None]
+        else:
+            index = scores.topk(self.num_queries, dim=1).indices[..., None]  # (B, k, 1)
         top_logits = logits.gather(1, index.expand(-1, -1, logits.shape[-1]))
         return top_logits, rboxes.gather(1, index.expand(-1, -1, 5)), logits, rboxes
+
+    @torch.no_grad()
+    def _select_with_nms(self, scores: torch.Tensor, rboxes: torch.Tensor, image_wh: torch.Tensor) -> torch.Tensor:
+        """(B, S) scores, (B, S, 5) normalised rboxes -> (B, k) token indices: NMS survivors, then the rest."""
+        k = self.num_queries
+        candidates = scores.topk(max(k, min(self.PRE_NMS, scores.shape[1])), dim=1).indices  # (B, n) by score
+        selected = []
+        for b in range(scores.shape[0]):
+            scale = torch.cat((image_wh[b], image_wh[b], image_wh.new_ones(1)))
+            boxes = rboxes[b, candidates[b]].float() * scale
+            keep = nms_rotated(boxes, scores[b, candidates[b]].float(), self.nms_iou)  # positions, by score
+            deferred = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+            deferred[keep] = False
+            order = torch.cat((keep, deferred.nonzero().flatten()))[:k]
+            selected.append(candidates[b, order])
+        return torch.stack(selected)

@@ -33,9 +33,37 @@ def test_proposals_skip_padded_tokens():
     base = torch.rand(1, 10, 5) * 0.5 + 0.25
     padding = torch.zeros(1, 10, dtype=torch.bool)
     padding[0, 4:] = True
-    logits, rboxes = proposals(memory, base, padding)
+    logits, rboxes, dense_logits, dense_rboxes = proposals(memory, base, padding, torch.tensor([[64.0, 32.0]]))
     assert logits.shape == (1, 4, 3) and rboxes.shape == (1, 4, 5)
+    assert dense_logits.shape == (1, 10, 3) and dense_rboxes.shape == (1, 10, 5)
     # Zero-initialised box head: the proposals are exactly the base boxes of the 4 valid tokens.
     order = rboxes[0, :, 0].argsort()
     expected = base[0, :4][base[0, :4, 0].argsort()]
     torch.testing.assert_close(rboxes[0, order], expected, atol=1e-5, rtol=0)
+
+
+def test_proposal_nms_defers_duplicates_behind_distinct_boxes():
+    proposals = TwoStageProposals(d_model=8, num_classes=1, num_queries=3, nms_iou=0.5)
+    # Zero-initialised box head: each token proposes its base box. Tokens 0-2 overlap (IoU > 0.5), 3 and 4 are apart.
+    base = torch.tensor([[[0.30, 0.5, 0.2, 0.2, 0.0], [0.31, 0.5, 0.2, 0.2, 0.0], [0.32, 0.5, 0.2, 0.2, 0.0],
+                          [0.70, 0.5, 0.2, 0.2, 0.0], [0.70, 0.9, 0.1, 0.1, 0.0]]])  # fmt: skip
+    with torch.no_grad():
+        proposals.class_head.weight.zero_()
+        proposals.class_head.bias.zero_()
+        proposals.class_head.weight[0, 0] = 1.0  # the score follows memory channel 0 (after the projection)
+        proposals.proj.weight.copy_(torch.eye(8))
+        proposals.proj.bias.zero_()
+    proposals.norm = torch.nn.Identity()  # so that the scores are memory channel 0 as given
+    memory = torch.zeros(1, 5, 8)
+    memory[0, :, 0] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])  # scores: token 0 best ... token 4 worst
+    padding = torch.zeros(1, 5, dtype=torch.bool)
+    _, rboxes, _, _ = proposals(memory, base, padding, torch.tensor([[100.0, 100.0]]))
+    # Survivors 0, 3, 4 come first and fill all three slots; without NMS the three duplicates would.
+    torch.testing.assert_close(rboxes[0], base[0, [0, 3, 4]], atol=1e-5, rtol=0)
+    proposals.nms_iou = 0.0
+    _, rboxes, _, _ = proposals(memory, base, padding, torch.tensor([[100.0, 100.0]]))
+    torch.testing.assert_close(rboxes[0], base[0, [0, 1, 2]], atol=1e-5, rtol=0)
+    # Fewer survivors than slots: the deferred duplicates fill the rest, best first.
+    proposals.nms_iou, proposals.num_queries = 0.5, 4
+    _, rboxes, _, _ = proposals(memory, base, padding, torch.tensor([[100.0, 100.0]]))
+    torch.testing.assert_close(rboxes[0], base[0, [0, 3, 4, 1]], atol=1e-5, rtol=0)
