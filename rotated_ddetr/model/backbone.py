@@ -80,6 +80,9 @@ class ResNetBackbone(nn.Module):
             module.requires_grad_(False)
         width = 512 if depth >= 50 else 128  # output channels of layer2 (bottleneck expansion 4 for depth >= 50)
         self.out_channels = (width, 2 * width, 4 * width)
+        # Channels-last convolutions: about 20% faster forward + backward on CPU (oneDNN), and the layout tensor
+        # cores prefer under autocast. Loading a state dict copies into these parameters, keeping the layout.
+        self.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> "ResNetBackbone":
         """Sets the training mode; frozen parts stay in eval mode (their BatchNorm statistics do not move)."""
@@ -94,7 +97,8 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) RGB images in [0, 1] -> [(B, C_l, ceil(H/s), ceil(W/s)) for s in 8, 16, 32]."""
-        x = self.stem((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outputs = []
         for index, stage in enumerate(self.stages):
             x = stage(x)
