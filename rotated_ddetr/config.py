@@ -152,6 +152,7 @@ class TrainConfig:
         focal_alpha, focal_gamma: focal loss and focal matching cost parameters.
         eval_top_k: detections kept per image at evaluation (before the score threshold).
         eval_score_thr: minimum score of a kept detection at evaluation.
+        eval_nms_iou: class-wise rotated NMS of each image's detections at evaluation and inference (0 = none).
     """
 
     epochs: int = 50
@@ -186,6 +187,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     eval_top_k: int = 300
     eval_score_thr: float = 0.0
+    eval_nms_iou: float = 0.0
 
 
 @dataclass
@@ -371,6 +373,7 @@ def _validate(cfg: Config) -> None:
         (t.max_minutes is None or t.max_minutes > 0, f"train.max_minutes must be > 0 or none, got {t.max_minutes}"),
         (0.0 <= t.lr_drop_time < 1.0, f"train.lr_drop_time must be in [0, 1), got {t.lr_drop_time}"),
         (t.eval_top_k >= 1, f"train.eval_top_k must be >= 1, got {t.eval_top_k}"),
+        (0.0 <= t.eval_nms_iou < 1.0, f"train.eval_nms_iou must be in [0, 1), got {t.eval_nms_iou}"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:

@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="folder for Task1_{class}.txt and metrics.json")
     parser.add_argument("--score-thr", type=float, default=None, help="minimum score (default: the config's)")
     parser.add_argument("--top-k", type=int, default=None, help="detections kept per image (default: the config's)")
+    parser.add_argument("--nms-iou", type=float, default=None,
+                        help="class-wise rotated NMS IoU per image, 0 = none (default: the config's)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--workers", type=int, default=1, help="image loading processes (default 1)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1 or args.workers < 0:
             raise ValueError("--batch-size must be >= 1 and --workers >= 0")
+        if args.nms_iou is not None and not 0 <= args.nms_iou < 1:
+            raise ValueError(f"--nms-iou must be in [0, 1), got {args.nms_iou}")
         model, cfg, classes = load_model(args.checkpoint, resolve_device(args.device))
         image_files(args.data)  # fails early on a missing or empty folder
     except (OSError, ValueError) as error:
@@ -58,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     top_k = args.top_k if args.top_k is not None else cfg.train.eval_top_k
     score_thr = args.score_thr if args.score_thr is not None else cfg.train.eval_score_thr
+    nms_iou = args.nms_iou if args.nms_iou is not None else cfg.train.eval_nms_iou
     with torch.inference_mode():
         detections = predict_folder(model, args.data, classes, cfg.data.scale, args.batch_size, top_k, score_thr,
-                                    args.workers, progress=not args.quiet)  # fmt: skip
+                                    nms_iou, args.workers, progress=not args.quiet)  # fmt: skip
     write_task1(args.out, detections)
     count = sum(len(d) for d in detections.values())
     print(f"wrote {count} detections of {len(classes)} classes to {args.out}/Task1_*.txt")

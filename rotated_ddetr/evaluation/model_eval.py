@@ -39,6 +39,7 @@ def predict_folder(
     batch_size: int = 2,
     top_k: int = 300,
     score_threshold: float = 0.0,
+    nms_iou: float = 0.0,
     num_workers: int = 0,
     progress: bool = False,
 ) -> dict[str, Task1Detections]:
@@ -52,6 +53,7 @@ def predict_folder(
         batch_size: images per forward pass.
         top_k: (query, class) candidates kept per image (see `postprocess`).
         score_threshold: minimum score kept.
+        nms_iou: class-wise rotated NMS IoU of `postprocess` (0 = none).
         num_workers: DataLoader workers.
         progress: show a tqdm bar.
 
@@ -67,7 +69,8 @@ def predict_folder(
     model.eval()
     for images, masks, names, sizes in tqdm(loader, desc="detect", disable=not progress, leave=False):
         outputs = model(images.to(device), masks.to(device))
-        for name, dets in zip(names, postprocess(outputs, sizes.to(device), top_k, score_threshold), strict=True):
+        detections = postprocess(outputs, sizes.to(device), top_k, score_threshold, nms_iou)
+        for name, dets in zip(names, detections, strict=True):
             polygons = boxes.rboxes_to_polygons(dets.rboxes.double()).cpu().numpy()
             scores, labels = dets.scores.double().cpu().numpy(), dets.labels.cpu().numpy()
             for c in np.unique(labels).tolist():

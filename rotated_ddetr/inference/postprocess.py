@@ -9,6 +9,7 @@ import torch
 
 from rotated_ddetr.boxes import canonicalize_rboxes, denormalize_rboxes
 from rotated_ddetr.model.detector import DetectorOutput
+from rotated_ddetr.ops import batched_nms_rotated
 
 
 @dataclass
@@ -32,6 +33,7 @@ def postprocess(
     image_sizes: torch.Tensor | None = None,
     top_k: int = 500,
     score_threshold: float = 0.0,
+    nms_iou: float = 0.0,
 ) -> list[Detections]:
     """Turns the final decoder layer's predictions into detections (Deformable DETR's PostProcess, rotated).
 
@@ -44,6 +46,8 @@ def postprocess(
             valid area the model saw. Only an isotropic rescaling of that size keeps rotated boxes exact.
         top_k: candidates kept per image before thresholding (capped at Q * C). DOTA tiles hold hundreds of objects.
         score_threshold: minimum score kept.
+        nms_iou: class-wise rotated NMS of the kept detections at this IoU (0 = none). A converged one-to-one
+            decoder needs none; a briefly trained one still marks some objects twice.
 
     Returns:
         One `Detections` per image, sorted by decreasing score.
@@ -58,5 +62,9 @@ def postprocess(
         boxes = rboxes[i, queries[i]].float()
         boxes = canonicalize_rboxes(denormalize_rboxes(boxes, tuple(int(s) for s in sizes[i])))
         keep = scores[i] >= score_threshold
-        detections.append(Detections(boxes[keep], scores[i][keep], labels[i][keep]))
+        dets = Detections(boxes[keep], scores[i][keep], labels[i][keep])
+        if nms_iou > 0:
+            kept = batched_nms_rotated(dets.rboxes, dets.scores, dets.labels, nms_iou)  # by decreasing score
+            dets = Detections(dets.rboxes[kept], dets.scores[kept], dets.labels[kept])
+        detections.append(dets)
     return detections

@@ -169,21 +169,23 @@ class Predictor:
         amp: str = "none",
         top_k: int = 300,
         score_threshold: float = 0.0,
+        nms_iou: float = 0.0,
     ) -> None:
         if amp not in _AMP_DTYPES:
             raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
         self.model, self.classes, self.scale = model.eval(), tuple(classes), float(scale)
         self.device, self.amp = torch.device(device), amp
-        self.top_k, self.score_threshold = top_k, score_threshold
+        self.top_k, self.score_threshold, self.nms_iou = top_k, score_threshold, nms_iou
 
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "none", **options
     ) -> Predictor:
         """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`): its weights, classes and
-        input scale; `options` (top_k, score_threshold) default to the config's evaluation settings."""
+        input scale; `options` (top_k, score_threshold, nms_iou) default to the config's evaluation settings."""
         model, cfg, classes = load_model(path, device)
-        options = {"top_k": cfg.train.eval_top_k, "score_threshold": cfg.train.eval_score_thr, **options}
+        t = cfg.train
+        options = {"top_k": t.eval_top_k, "score_threshold": t.eval_score_thr, "nms_iou": t.eval_nms_iou, **options}
         return cls(model, classes, cfg.data.scale, device, amp, **options)
 
     def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -205,7 +207,7 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             outputs = self.model(batch, masks)
         sizes = torch.tensor([tile.shape[:2] for tile in tiles], device=self.device)  # boxes back in tile pixels
-        return postprocess(outputs, sizes, self.top_k, self.score_threshold)
+        return postprocess(outputs, sizes, self.top_k, self.score_threshold, self.nms_iou)
 
     __call__ = predict_tiles
 

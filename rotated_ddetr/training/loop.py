@@ -306,7 +306,8 @@ def _evaluate(run: _Run) -> None:
     if run.ctx.is_main:
         model = unwrap(run.trainer.model)
         result, _ = evaluate_model(model, d.val_root, d.classes, d.scale, batch_size=t.batch_size,
-                                   top_k=t.eval_top_k, score_threshold=t.eval_score_thr)  # fmt: skip
+                                   top_k=t.eval_top_k, score_threshold=t.eval_score_thr,
+                                   nms_iou=t.eval_nms_iou)  # fmt: skip
         run.metrics = {"mAP": result["mAP"], **{f"AP/{k}": v for k, v in result["AP"].items()}}
         run.logger.log("eval", run.step, {"epoch": run.epoch, **run.metrics})
     barrier(run.ctx)

@@ -22,3 +22,17 @@ def test_canonical_pixel_boxes_by_hand():
     # Other image sizes (an isotropic rescale) scale the boxes; a high threshold drops the weak detection.
     (big,) = postprocess(outputs, image_sizes=torch.tensor([[200, 400]]), top_k=4, score_threshold=0.9)
     torch.testing.assert_close(big.rboxes, expected[:1] * torch.tensor([2, 2, 2, 2, 1.0]), atol=1e-5, rtol=0)
+
+
+def test_optional_classwise_nms():
+    # Queries 0 and 1 mark the same object (IoU 0.9), query 2 the same place in another class, query 3 elsewhere.
+    rboxes = torch.tensor([[[0.50, 0.5, 0.2, 0.2, 0.0], [0.51, 0.5, 0.2, 0.2, 0.0], [0.5, 0.5, 0.2, 0.2, 0.0],
+                            [0.10, 0.1, 0.1, 0.1, 0.0]]])  # fmt: skip
+    logits = torch.tensor([[[4.0, -9.0], [3.0, -9.0], [-9.0, 2.0], [1.0, -9.0]]])
+    outputs = DetectorOutput(logits[None], rboxes[None], None, None, torch.tensor([[100, 100]]))
+    (plain,) = postprocess(outputs, top_k=4)
+    assert plain.labels.tolist() == [0, 0, 1, 0]
+    (suppressed,) = postprocess(outputs, top_k=4, nms_iou=0.5)
+    torch.testing.assert_close(suppressed.scores, torch.sigmoid(torch.tensor([4.0, 2.0, 1.0])), atol=1e-6, rtol=0)
+    assert suppressed.labels.tolist() == [0, 1, 0]
+    torch.testing.assert_close(suppressed.rboxes[:, 0], torch.tensor([50.0, 50.0, 10.0]), atol=1e-4, rtol=0)
