@@ -93,6 +93,15 @@ def _points(run_dir: Path, num_images: int) -> list[dict]:
     return points
 
 
+def _commit() -> str:
+    """The checkout's short commit hash, or "unknown" outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def _throughput(run_dir: Path) -> float:
     """Median training images/s over the logged intervals."""
     rates = sorted(json.loads(line).get("images_per_s", 0.0) for line in (run_dir / "log.jsonl").open()
@@ -119,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(rows[-1:]), flush=True)
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics["AP"].items())
     notes = (
+        f"Commit {_commit()}, "
         f"`{args.config}` {' '.join(args.overrides)}; train seed {args.train_seed} ({args.images} images), "
         f"held-out seed {args.val_seed} ({args.val_images} images), {args.size} px. Final: {info['summary']}. "
         f"Final per-class AP50: {per_class}. Training throughput (median of logged intervals): "
