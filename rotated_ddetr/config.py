@@ -36,6 +36,8 @@ class ModelConfig:
         depth: ResNet depth (18, 34, 50, 101).
         pretrained: local path of a torchvision ResNet state dict, or None (train the backbone from scratch).
         frozen_stages: ResNet stages frozen after the stem (1: stem + layer1, as Deformable DETR; 0: none).
+        backbone_stages: ResNet stages used: 4 (layer2/3/4 give strides 8/16/32) or 3 (layer4 dropped, about a
+            quarter less backbone compute; the stride-32 level then comes from a stride-2 conv like stride 64).
         backbone_norm: "frozen" (FrozenBatchNorm, for pretrained weights), "batch" or "group" (trainable: for
             training from scratch, where frozen random-init norms would normalise nothing).
         d_model: transformer width (a multiple of 32).
@@ -59,6 +61,7 @@ class ModelConfig:
     depth: Literal[18, 34, 50, 101] = 50
     pretrained: str | None = None
     frozen_stages: int = 1
+    backbone_stages: Literal[3, 4] = 4
     backbone_norm: Literal["frozen", "batch", "group"] = "frozen"
     d_model: int = 256
     n_heads: int = 8
@@ -355,7 +358,8 @@ def _validate(cfg: Config) -> None:
     checks = [
         (m.d_model % 32 == 0 and m.d_model % m.n_heads == 0, f"model.d_model={m.d_model}: need a multiple of 32 "
                                                              f"and of model.n_heads={m.n_heads}"),
-        (0 <= m.frozen_stages <= 4, f"model.frozen_stages must be in [0, 4], got {m.frozen_stages}"),
+        (0 <= m.frozen_stages <= m.backbone_stages,
+         f"model.frozen_stages must be in [0, model.backbone_stages={m.backbone_stages}], got {m.frozen_stages}"),
         (m.pretrained is None or m.backbone_norm != "group", "model.pretrained needs backbone_norm frozen or batch"),
         (min(m.n_levels, m.n_points, m.enc_layers, m.dec_layers, m.num_queries, m.ffn_dim) >= 1,
          "model.n_levels, n_points, enc_layers, dec_layers, num_queries and ffn_dim must be >= 1"),

@@ -34,7 +34,7 @@ def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet returning the outputs of layer2/3/4 (strides 8, 16, 32).
+    """A torchvision ResNet returning the outputs of layer2/3/4 (strides 8, 16, 32), or of layer2/3 only.
 
     Takes RGB images in [0, 1] and applies the ImageNet mean/std itself (buffers), so data and inference code never
     normalise. Norm layers: "frozen" = `FrozenBatchNorm2d` (fixed statistics and affine terms, as in DETR: for
@@ -50,22 +50,29 @@ class ResNetBackbone(nn.Module):
         frozen_stages: residual stages frozen after the stem (1 = stem and layer1, as in DETR / Deformable DETR;
             0 = everything trains, stem included).
         norm: "frozen", "batch" or "group".
+        stages: residual stages kept: 4 (outputs at strides 8, 16, 32) or 3 (layer4 dropped: strides 8 and 16, about
+            a quarter less backbone compute; `MultiScaleProjection` makes the coarser levels with stride-2 convs).
 
     Raises:
         ValueError: unsupported depth or norm, or a state dict that does not fit this ResNet.
         FileNotFoundError: `pretrained` does not exist.
     """
 
-    strides = (8, 16, 32)
-
     def __init__(
-        self, depth: int = 50, pretrained: str | None = None, frozen_stages: int = 1, norm: str = "frozen"
+        self,
+        depth: int = 50,
+        pretrained: str | None = None,
+        frozen_stages: int = 1,
+        norm: str = "frozen",
+        stages: int = 4,
     ) -> None:
         super().__init__()
         if depth not in _RESNETS:
             raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
-        if not 0 <= frozen_stages <= 4:
-            raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages}")
+        if stages not in (3, 4):
+            raise ValueError(f"backbone stages must be 3 or 4, got {stages}")
+        if not 0 <= frozen_stages <= stages:
+            raise ValueError(f"frozen_stages must be in [0, {stages}], got {frozen_stages}")
         if pretrained is not None and norm == "group":
             raise ValueError("pretrained torchvision ResNet weights need backbone norm 'frozen' or 'batch'")
         resnet = _RESNETS[depth](weights=None, norm_layer=_norm_layer(norm))
@@ -74,12 +81,13 @@ class ResNetBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
-        self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
+        self.stages = nn.ModuleList([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4][:stages])
         self.frozen_stages = frozen_stages
         for module in self._frozen_modules():
             module.requires_grad_(False)
         width = 512 if depth >= 50 else 128  # output channels of layer2 (bottleneck expansion 4 for depth >= 50)
-        self.out_channels = (width, 2 * width, 4 * width)
+        self.out_channels = (width, 2 * width, 4 * width)[: stages - 1]
+        self.strides = (8, 16, 32)[: stages - 1]
         # Channels-last convolutions: about 20% faster forward + backward on CPU (oneDNN), and the layout tensor
         # cores prefer under autocast. Loading a state dict copies into these parameters, keeping the layout.
         self.to(memory_format=torch.channels_last)
@@ -96,7 +104,7 @@ class ResNetBackbone(nn.Module):
         return [self.stem, *self.stages[: self.frozen_stages]]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) RGB images in [0, 1] -> [(B, C_l, ceil(H/s), ceil(W/s)) for s in 8, 16, 32]."""
+        """(B, 3, H, W) RGB images in [0, 1] -> [(B, C_l, ceil(H/s), ceil(W/s)) for s in `self.strides`]."""
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outputs = []

@@ -182,7 +182,7 @@ def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask:
 
 def build_model(cfg: ModelConfig) -> Detector:
     """Builds a `Detector` from a `ModelConfig` with plain constructor calls."""
-    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages, cfg.backbone_norm)
+    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages, cfg.backbone_norm, cfg.backbone_stages)
     projection = MultiScaleProjection(backbone.out_channels, cfg.d_model, cfg.n_levels)
 
     def attention() -> RotatedMSDeformAttn:
