@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data sets, the run and predictions")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "synthetic_tiny.py"))
+    parser.add_argument("--config", default="configs/synthetic_tiny.py",
+                        help="config file (absolute, or relative to the repo root)")
     parser.add_argument("--minutes", type=float, default=15.0, help="training time (train.max_minutes)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=1)
@@ -62,7 +63,7 @@ def _cpu_jiffies() -> tuple[int, int]:
 
 def _train(args: argparse.Namespace, train_root: Path, run_dir: Path) -> dict:
     """Runs tools/train.py; returns its wall time and the CPU share it got."""
-    command = [str(ROOT / "tools" / "train.py"), args.config, f"data.train_root={train_root}",
+    command = [str(ROOT / "tools" / "train.py"), str(ROOT / args.config), f"data.train_root={train_root}",
                f"train.max_minutes={args.minutes}", f"train.output_dir={run_dir}", "train.keep_last=0",
                *args.overrides, "--no-progress"]  # fmt: skip
     busy0, total0 = _cpu_jiffies()
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics["AP"].items())
     notes = (
         f"Commit {_commit()}, "
-        f"`{args.config}` {' '.join(args.overrides)}; train seed {args.train_seed} ({args.images} images), "
+        f"`{' '.join([args.config, *args.overrides])}`; train seed {args.train_seed} ({args.images} images), "
         f"held-out seed {args.val_seed} ({args.val_images} images), {args.size} px. Final: {info['summary']}. "
         f"Final per-class AP50: {per_class}. Training throughput (median of logged intervals): "
         f"{_throughput(run_dir):.2f} images/s. Wall {info['wall_s'] / 60:.1f} min; CPU share of this run "
