@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data sets, the run and predictions")
-    parser.add_argument("--config", default="configs/synthetic_tiny.py",
-                        help="config file (absolute, or relative to the repo root)")
+    parser.add_argument(
+        "--config", default="configs/synthetic_tiny.py", help="config file (absolute, or relative to the repo root)"
+    )
     parser.add_argument("--minutes", type=float, default=15.0, help="training time (train.max_minutes)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=1)
