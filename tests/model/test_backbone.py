@@ -45,10 +45,7 @@ def test_three_stages_drop_layer4(tmp_path):
     assert backbone.strides == (8, 16) and backbone.out_channels == (128, 256)
     assert not any(n.startswith("stages.3.") for n, _ in backbone.named_parameters())
     images = torch.rand(1, 3, 64, 96)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    x = reference.maxpool(reference.relu(reference.bn1(reference.conv1((images - mean) / std))))
-    expected = reference.layer3(reference.layer2(reference.layer1(x)))
+    expected = _torchvision_features(reference, images, stages=3)
     torch.testing.assert_close(backbone(images)[-1], expected, rtol=1e-4, atol=1e-4)  # conv sum order
     projection = MultiScaleProjection(backbone.out_channels, 64, 4)
     maps = projection(backbone(images))
@@ -88,12 +85,19 @@ def test_imagenet_normalisation_inside():
     reference = torchvision.models.resnet18(weights=None).eval()
     reference.load_state_dict(_state_of(backbone))
     images = torch.rand(2, 3, 64, 64)
+    expected = _torchvision_features(reference, images, stages=4)
+    torch.testing.assert_close(backbone(images)[-1], expected, rtol=1e-4, atol=1e-4)  # conv sum order
+    assert "mean" not in backbone.state_dict()  # constants, not weights
+
+
+def _torchvision_features(reference: torch.nn.Module, images: torch.Tensor, stages: int) -> torch.Tensor:
+    """Output of torchvision's ResNet after `stages` residual stages, on ImageNet-normalised images."""
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = reference.maxpool(reference.relu(reference.bn1(reference.conv1((images - mean) / std))))
-    expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(x))))
-    torch.testing.assert_close(backbone(images)[-1], expected, rtol=1e-4, atol=1e-4)  # conv sum order
-    assert "mean" not in backbone.state_dict()  # constants, not weights
+    for layer in [reference.layer1, reference.layer2, reference.layer3, reference.layer4][:stages]:
+        x = layer(x)
+    return x
 
 
 def _state_of(backbone: ResNetBackbone) -> dict:
