@@ -31,9 +31,10 @@ the same rectangle (swap w and h while turning by pi/2; wrap the angle by pi). W
     (50, 40, 30, 10, 3pi/4)    -> (50, 40, 30, 10, -pi/4)     (a rectangle is unchanged by a half turn)
     (50, 40, 30, 10, pi/2)     -> (50, 40, 30, 10, -pi/2)     (pi/2 is outside the half-open range)
 
-Normalised rboxes divide cx and w by the image width and cy and h by the image height. They are a representation
-only: any geometry (rotation, IoU, distances) must be done on pixel rboxes, since rotating in coordinates where x
-and y were divided by different numbers distorts the box.
+Normalised rboxes divide cx and w by the image width and cy and h by the image height (`normalize_rboxes`,
+`denormalize_rboxes`: the one conversion, batched over images; image sizes are (height, width), see
+`rotated_ddetr.structures`). They are a representation only: any geometry (rotation, IoU, distances) must be done
+on pixel rboxes, since rotating in coordinates where x and y were divided by different numbers distorts the box.
 
 torchvision's `tv_tensors.BoundingBoxes(format="CXCYWHR")` measures the angle in degrees, counter-clockwise on
 screen: `angle_ours = -radians(angle_tv)`; `rboxes_to_tv_cxcywhr`/`tv_cxcywhr_to_rboxes` are the only conversion.
@@ -93,10 +94,7 @@ def canonicalize_rboxes(rboxes: Array) -> Array:
     cx, cy, w, h, a = rboxes.unbind(-1)
     swap = w < h
     w, h = torch.where(swap, h, w), torch.where(swap, w, h)
-    a = torch.where(swap, a + math.pi / 2, a)
-    a = torch.remainder(a + math.pi / 2, math.pi) - math.pi / 2
-    # remainder can round up to exactly pi for tiny negative inputs; keep the range half-open.
-    a = torch.where(a >= math.pi / 2, a - math.pi, a)
+    a = wrap_angle(torch.where(swap, a + math.pi / 2, a))
     return torch.stack((cx, cy, w, h, a), dim=-1)
 
 
@@ -165,27 +163,44 @@ def polygons_to_rboxes(polygons: Array) -> Array:
     return canonicalize_rboxes(torch.stack((cx, cy, w, h, a), dim=-1))
 
 
+def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
+    """Angles (radians, any magnitude) wrapped to the half-open [-pi/2, pi/2): a rectangle is unchanged by a half turn.
+
+    The one angle wrap of the package (canonicalisation, the model's box heads, losses). Gradient 1 everywhere.
+    `remainder` can round up to exactly pi for tiny negative inputs; that case is folded back, so the result is
+    never pi/2.
+    """
+    wrapped = torch.remainder(angle + math.pi / 2, math.pi) - math.pi / 2
+    return torch.where(wrapped >= math.pi / 2, wrapped - math.pi, wrapped)
+
+
+def _size_scale(image_size: tuple[int, int] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(..., 5) factors (W, H, W, H, 1) of image sizes (height, width): a (2,) pair or a (..., 2) tensor."""
+    size = torch.as_tensor(image_size, dtype=like.dtype, device=like.device)
+    if size.shape[-1:] != (2,):
+        raise ValueError(f"image_size must be (height, width) or (..., 2), got shape {tuple(size.shape)}")
+    height, width = size.unbind(-1)
+    return torch.stack((width, height, width, height, torch.ones_like(width)), dim=-1)
+
+
 @_numpy_or_torch
-def normalize_rboxes(rboxes: Array, image_size: tuple[int, int]) -> Array:
+def normalize_rboxes(rboxes: Array, image_size: tuple[int, int] | torch.Tensor) -> Array:
     """Pixel rboxes -> normalised: cx, w divided by the image width, cy, h by its height; the angle unchanged.
 
     Args:
         rboxes: (..., 5) pixel rboxes.
-        image_size: (height, width) in pixels.
+        image_size: (height, width) in pixels, or a (..., 2) tensor of them broadcasting against rboxes' leading
+            dimensions (e.g. (B, 1, 2) for (B, Q, 5) rboxes: one size per image of a batch).
     """
     _check_last_dim(rboxes, 5, "rboxes")
-    height, width = image_size
-    scale = rboxes.new_tensor([width, height, width, height, 1.0])
-    return rboxes / scale
+    return rboxes / _size_scale(image_size, rboxes)
 
 
 @_numpy_or_torch
-def denormalize_rboxes(rboxes: Array, image_size: tuple[int, int]) -> Array:
-    """Inverse of `normalize_rboxes`: normalised (..., 5) rboxes -> pixels, for an image of (height, width)."""
+def denormalize_rboxes(rboxes: Array, image_size: tuple[int, int] | torch.Tensor) -> Array:
+    """Inverse of `normalize_rboxes`: normalised (..., 5) rboxes -> pixels, for images of (height, width)."""
     _check_last_dim(rboxes, 5, "rboxes")
-    height, width = image_size
-    scale = rboxes.new_tensor([width, height, width, height, 1.0])
-    return rboxes * scale
+    return rboxes * _size_scale(image_size, rboxes)
 
 
 @_numpy_or_torch

@@ -162,3 +162,16 @@ def any_process(flag: bool, ctx: DistContext) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def average_over_ranks(value: float, device: torch.device) -> torch.Tensor:
+    """A per-process number averaged over the processes of the default group, as a 0-d float tensor on `device`.
+
+    For the loss normalisers (DETR's num_boxes): called inside the model's step, where no `DistContext` is passed;
+    outside a process group it is the value itself. The result stays on `device` (no host synchronisation).
+    """
+    tensor = torch.tensor(float(value), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+        tensor = tensor / dist.get_world_size()
+    return tensor

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rotated_ddetr.training.matcher import Target
+from rotated_ddetr.structures import Target
 
 
 def pad_images(images: list[torch.Tensor], size_divisor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,10 +57,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> "Batch":
         """The batch on `device` (targets included; `image_size` stays a tuple)."""
-        targets = [
-            Target(labels=t["labels"].to(device), rboxes=t["rboxes"].to(device), image_size=t["image_size"])
-            for t in self.targets
-        ]
+        targets = [t.to(device, non_blocking=True) for t in self.targets]
         return Batch(self.images.to(device, non_blocking=True), self.masks.to(device, non_blocking=True), targets)
 
     def __len__(self) -> int:
@@ -78,7 +75,7 @@ def collate(samples: list[tuple[torch.Tensor, Target]], size_divisor: int) -> Ba
     images = [image for image, _ in samples]
     targets = [target for _, target in samples]
     for image, target in zip(images, targets, strict=True):
-        if tuple(target["image_size"]) != tuple(image.shape[-2:]):
-            raise ValueError(f"target image_size {target['image_size']} != image size {tuple(image.shape[-2:])}")
+        if target.image_size != tuple(image.shape[-2:]):
+            raise ValueError(f"target image_size {target.image_size} != image size {tuple(image.shape[-2:])}")
     batch, masks = pad_images(images, size_divisor)
     return Batch(batch, masks, targets)

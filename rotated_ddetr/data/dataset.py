@@ -18,7 +18,7 @@ import torch
 from rotated_ddetr import boxes
 from rotated_ddetr.data.dota import read_dota_labels
 from rotated_ddetr.data.transforms import resize_image, resize_sample
-from rotated_ddetr.training.matcher import Target
+from rotated_ddetr.structures import Target
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 Augmentation = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rotated_ddetr.boxes import denormalize_rboxes
 from rotated_ddetr.ops import ms_deform_attn
 
 
@@ -22,22 +23,25 @@ class MultiScaleLayout:
     maps, which are assumed to cover the padded image exactly (pad images to a multiple of the largest stride).
 
     Attributes:
-        spatial_shapes: (L, 2) int64 (H_l, W_l) of each level, finest first.
+        level_shapes: ((H_l, W_l), ...) of each level, finest first, as Python ints (from the feature maps' shapes,
+            so loops over levels never read a device tensor back).
+        spatial_shapes: (L, 2) int64 tensor of the same (H_l, W_l), for the MSDA op.
         level_start_index: (L,) int64 offset of each level in the flattened token axis.
         padding_mask: (B, S) bool, True for tokens in the padding.
-        image_wh: (B, 2) float (width, height) of each image's valid area in pixels.
-        valid_ratios: (B, 2) float (x, y) valid size / padded size.
+        image_sizes: (B, 2) float (height, width) of each image's valid area in pixels.
+        valid_ratios: (B, 2) float valid size / padded size in (x, y) order, as the sampling locations they scale.
     """
 
+    level_shapes: tuple[tuple[int, int], ...]
     spatial_shapes: torch.Tensor
     level_start_index: torch.Tensor
     padding_mask: torch.Tensor
-    image_wh: torch.Tensor
+    image_sizes: torch.Tensor
     valid_ratios: torch.Tensor
 
 
 def rbox_sampling_locations(
-    reference_rboxes: torch.Tensor, offsets: torch.Tensor, image_wh: torch.Tensor, valid_ratios: torch.Tensor
+    reference_rboxes: torch.Tensor, offsets: torch.Tensor, image_sizes: torch.Tensor, valid_ratios: torch.Tensor
 ) -> torch.Tensor:
     """Sampling locations around reference rboxes, computed in pixels (DESIGN.md §2: isotropic geometry only).
 
@@ -48,22 +52,21 @@ def rbox_sampling_locations(
     Args:
         reference_rboxes: (B, Q, 5) normalised rboxes (cx, cy, w, h, angle in radians).
         offsets: (B, Q, M, L, P, 2) box-frame offsets (u, v) in half-side units.
-        image_wh: (B, 2) valid image (width, height) in pixels.
+        image_sizes: (B, 2) valid image (height, width) in pixels.
         valid_ratios: (B, 2) (x, y) ratios of valid to padded size.
 
     Returns:
         (B, Q, M, L, P, 2) locations (x, y) in [0, 1] of the padded maps (outside when the box reaches out).
     """
-    wh = image_wh[:, None, :]  # (B, 1, 2)
-    centre = reference_rboxes[..., :2] * wh  # (B, Q, 2) pixels
-    half = reference_rboxes[..., 2:4] * wh / 2  # (B, Q, 2) pixels
+    pixels = denormalize_rboxes(reference_rboxes, image_sizes[:, None, :])  # (B, Q, 5)
+    centre, half = pixels[..., :2], pixels[..., 2:4] / 2  # (B, Q, 2) pixels each
     cos = reference_rboxes[..., 4].cos()[:, :, None, None, None]  # (B, Q, 1, 1, 1)
     sin = reference_rboxes[..., 4].sin()[:, :, None, None, None]
     local = offsets * half[:, :, None, None, None, :]  # (B, Q, M, L, P, 2) pixels in the box frame
     dx, dy = local.unbind(-1)
     x = centre[..., 0, None, None, None] + dx * cos - dy * sin
     y = centre[..., 1, None, None, None] + dx * sin + dy * cos
-    scale = (valid_ratios / image_wh)[:, None, None, None, None, :]  # pixels -> padded [0, 1]
+    scale = (valid_ratios / image_sizes.flip(-1))[:, None, None, None, None, :]  # (x, y) pixels -> padded [0, 1]
     return torch.stack((x, y), dim=-1) * scale
 
 
@@ -129,7 +132,7 @@ class RotatedMSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(b, q, m, l, p, 2) / p  # half-side units
         weights = self.attention_weights(query).view(b, q, m, l * p)
         weights = F.softmax(weights, dim=-1).view(b, q, m, l, p)
-        locations = rbox_sampling_locations(reference_rboxes, offsets, layout.image_wh, layout.valid_ratios)
+        locations = rbox_sampling_locations(reference_rboxes, offsets, layout.image_sizes, layout.valid_ratios)
         # Locations and weights stay in their own (float32) precision: under bf16 autocast, rounding a location to
         # bf16 would move it by up to ~0.25 px on a 128-px level; the op computes positions in float32 itself.
         output = ms_deform_attn(value, layout.spatial_shapes, layout.level_start_index, locations, weights)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rotated_ddetr.model.heads import wrap_angle
+from rotated_ddetr.boxes import denormalize_rboxes, normalize_rboxes, wrap_angle
+from rotated_ddetr.structures import Target
 
 # The largest angle noise, as a fraction of a quarter turn per unit of `box_noise` (0.4 -> +-18 degrees).
 _ANGLE_NOISE_PER_BOX_NOISE = 0.5
@@ -73,29 +74,27 @@ class QueryDenoising(nn.Module):
         self.box_noise, self.label_noise = box_noise, label_noise
         self.label_embed = nn.Embedding(num_classes + 1, d_model)  # the last row pads
 
-    def forward(self, targets: list, num_queries: int) -> DenoisingQueries:
+    def forward(self, targets: list[Target], num_queries: int) -> DenoisingQueries:
         """Noised queries for a batch.
 
         Args:
-            targets: B `Target`s (labels, normalised rboxes, image_size (h, w)) on the model's device.
+            targets: B `Target`s on the model's device.
             num_queries: matching queries Q that follow the denoising ones.
         """
         device = self.label_embed.weight.device
-        most = max(1, max(len(t["labels"]) for t in targets))  # one padded slot at least: keeps the embedding used
+        most = max(1, max(len(t) for t in targets))  # one padded slot at least: keeps the embedding used
         n = self.groups * most
         labels = torch.full((len(targets), n), self.num_classes, dtype=torch.int64, device=device)
         rboxes = torch.tensor([0.5, 0.5, 0.1, 0.1, 0.0], device=device).repeat(len(targets), n, 1)
         index = torch.full((len(targets), n), -1, dtype=torch.int64, device=device)
         for b, target in enumerate(targets):
-            count = len(target["labels"])
+            count = len(target)
             if count == 0:
                 continue
             slots = torch.arange(self.groups, device=device)[:, None] * most + torch.arange(count, device=device)
             slots = slots.flatten()  # group-major: group g holds slots g*most .. g*most + count - 1
-            labels[b, slots] = self._noised_labels(target["labels"].repeat(self.groups))
-            rboxes[b, slots] = self._noised_rboxes(
-                target["rboxes"].float().repeat(self.groups, 1), target["image_size"]
-            )
+            labels[b, slots] = self._noised_labels(target.labels.repeat(self.groups))
+            rboxes[b, slots] = self._noised_rboxes(target.rboxes.float().repeat(self.groups, 1), target.image_size)
             index[b, slots] = torch.arange(count, device=device).repeat(self.groups)
         return DenoisingQueries(self.label_embed(labels), rboxes, index, self._mask(most, num_queries, device))
 
@@ -105,15 +104,13 @@ class QueryDenoising(nn.Module):
 
     def _noised_rboxes(self, rboxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """(K, 5) normalised rboxes -> noised, still normalised (noise drawn in pixels)."""
-        height, width = image_size
-        scale = rboxes.new_tensor([width, height, width, height, 1.0])
-        cx, cy, w, h, a = (rboxes * scale).unbind(-1)
+        cx, cy, w, h, a = denormalize_rboxes(rboxes, image_size).unbind(-1)
         noise = (torch.rand(rboxes.shape[0], 5, device=rboxes.device) * 2 - 1) * self.box_noise  # U(-lambda, lambda)
         du, dv = noise[:, 0] * w / 2, noise[:, 1] * h / 2  # in the box frame
         cx, cy = cx + du * a.cos() - dv * a.sin(), cy + du * a.sin() + dv * a.cos()
         w, h = w * (1 + noise[:, 2]), h * (1 + noise[:, 3])
         a = wrap_angle(a + noise[:, 4] * _ANGLE_NOISE_PER_BOX_NOISE * math.pi / 2)
-        out = torch.stack((cx, cy, w, h, a), dim=-1) / scale
+        out = normalize_rboxes(torch.stack((cx, cy, w, h, a), dim=-1), image_size)
         return torch.cat((out[:, :4].clamp(1e-4, 1 - 1e-4), out[:, 4:]), dim=-1)
 
     def _mask(self, most: int, num_queries: int, device: torch.device) -> torch.Tensor:

@@ -17,6 +17,7 @@ from rotated_ddetr.model.denoising import DenoisingOutput, QueryDenoising
 from rotated_ddetr.model.encoder import DeformableEncoder, DeformableEncoderLayer, TwoStageProposals, token_rboxes
 from rotated_ddetr.model.heads import activate_rboxes, inverse_sigmoid
 from rotated_ddetr.model.position_encoding import PositionEmbeddingSine
+from rotated_ddetr.structures import Target
 
 # Side of the two-stage base boxes, in strides of the token's level: 64 px at stride 8, close to Deformable DETR's
 # 0.05 * 2^l of an ~1000 px image (51 px), doubling with each level.
@@ -116,7 +117,7 @@ class Detector(nn.Module):
         return max(self.strides)
 
     def forward(
-        self, images: torch.Tensor, masks: torch.Tensor | None = None, targets: list | None = None
+        self, images: torch.Tensor, masks: torch.Tensor | None = None, targets: list[Target] | None = None
     ) -> DetectorOutput:
         """Detects rotated objects.
 
@@ -147,16 +148,17 @@ class Detector(nn.Module):
         if self.proposals is not None:
             base = token_rboxes(layout, self.strides, PROPOSAL_SIDE_IN_STRIDES)
             enc_logits, enc_rboxes, dense_logits, dense_rboxes = self.proposals(
-                memory, base, layout.padding_mask, layout.image_wh
+                memory, base, layout.padding_mask, layout.image_sizes
             )
             strides = torch.tensor(self.strides, dtype=torch.float32, device=images.device)
-            strides = strides.repeat_interleave(layout.spatial_shapes.prod(-1))
+            # output_size given: repeat_interleave then needs no read-back of the repeats (no host sync on CUDA).
+            strides = strides.repeat_interleave(layout.spatial_shapes.prod(-1), output_size=memory.shape[1])
             dense = DenseProposals(dense_logits, dense_rboxes, base[..., :2], strides, layout.padding_mask)
             references = enc_rboxes.detach()
         else:
             references = activate_rboxes(self.query_rboxes)[None].expand(batch, -1, -1)
         tgt = self.query_content.weight[None].expand(batch, -1, -1)
-        image_sizes = layout.image_wh.flip(-1).round().to(torch.int64)
+        image_sizes = layout.image_sizes.round().to(torch.int64)
         if self.denoising is None or not self.training or targets is None:
             logits, rboxes = self.decoder(tgt, references, memory, layout)
             return DetectorOutput(logits, rboxes, enc_logits, enc_rboxes, image_sizes, dense)
@@ -171,13 +173,15 @@ class Detector(nn.Module):
 
 def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask: torch.Tensor) -> MultiScaleLayout:
     """The token layout of the flattened levels; valid sizes come from the full-resolution padding mask."""
-    shapes = torch.tensor([f.shape[-2:] for f in features], dtype=torch.int64, device=mask.device)  # (L, 2)
+    level_shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)  # metadata: no device read
+    shapes = torch.tensor(level_shapes, dtype=torch.int64, device=mask.device)  # (L, 2)
     starts = torch.cat((shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]))
     valid = ~mask
-    image_wh = torch.stack((valid.any(1).sum(1), valid.any(2).sum(1)), dim=-1).to(torch.float32)  # (B, 2)
+    # Valid rows / columns hold at least one unpadded pixel (images are padded at the bottom/right).
+    sizes = torch.stack((valid.any(2).sum(1), valid.any(1).sum(1)), dim=-1).to(torch.float32).clamp(min=1.0)
     padded_wh = torch.tensor([mask.shape[2], mask.shape[1]], dtype=torch.float32, device=mask.device)
     padding = torch.cat([m.flatten(1) for m in level_masks], dim=1)  # (B, S)
-    return MultiScaleLayout(shapes, starts, padding, image_wh.clamp(min=1.0), image_wh.clamp(min=1.0) / padded_wh)
+    return MultiScaleLayout(level_shapes, shapes, starts, padding, sizes, sizes.flip(-1) / padded_wh)
 
 
 def build_model(cfg: ModelConfig) -> Detector:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rotated_ddetr.boxes import denormalize_rboxes, normalize_rboxes
 from rotated_ddetr.model.attention import MultiScaleLayout, RotatedMSDeformAttn
 from rotated_ddetr.model.heads import MLP, class_bias_init, refine_rboxes
 from rotated_ddetr.ops import nms_rotated
@@ -30,14 +31,16 @@ def token_rboxes(layout: MultiScaleLayout, strides: tuple[int, ...], side_in_str
     """
     ratios = layout.valid_ratios[:, None, :]  # (B, 1, 2)
     boxes = []
-    for (h, w), stride in zip(layout.spatial_shapes.tolist(), strides, strict=True):
+    for (h, w), stride in zip(layout.level_shapes, strides, strict=True):
         ys, xs = torch.meshgrid(
             (torch.arange(h, dtype=torch.float32, device=ratios.device) + 0.5) / h,
             (torch.arange(w, dtype=torch.float32, device=ratios.device) + 0.5) / w,
             indexing="ij",
         )
         centres = torch.stack((xs.flatten(), ys.flatten()), dim=-1)[None] / ratios  # (B, h*w, 2) valid frame
-        sides = (side_in_strides * stride / layout.image_wh)[:, None, :].expand_as(centres)  # (B, h*w, 2)
+        side = side_in_strides * stride
+        square = normalize_rboxes(ratios.new_tensor([0.0, 0.0, side, side, 0.0]), layout.image_sizes)  # (B, 5)
+        sides = square[:, None, 2:4].expand_as(centres)  # (B, h*w, 2)
         boxes.append(torch.cat((centres, sides, torch.zeros_like(centres[..., :1])), dim=-1))
     return torch.cat(boxes, dim=1)
 
@@ -120,7 +123,7 @@ class TwoStageProposals(nn.Module):
         self.box_head.zero_last_layer()
 
     def forward(
-        self, memory: torch.Tensor, base_rboxes: torch.Tensor, padding_mask: torch.Tensor, image_wh: torch.Tensor
+        self, memory: torch.Tensor, base_rboxes: torch.Tensor, padding_mask: torch.Tensor, image_sizes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predicts a proposal at every token and selects the top-k of each image.
 
@@ -128,7 +131,7 @@ class TwoStageProposals(nn.Module):
             memory: (B, S, d) encoder output.
             base_rboxes: (B, S, 5) normalised base rboxes of the tokens.
             padding_mask: (B, S) bool, True for padded tokens (never selected).
-            image_wh: (B, 2) valid image (width, height) in pixels (NMS compares pixel rboxes).
+            image_sizes: (B, 2) valid image (height, width) in pixels (NMS compares pixel rboxes).
 
         Returns:
             top-k logits (B, k, C) and rboxes (B, k, 5) normalised, then the dense logits (B, S, C) and rboxes
@@ -144,21 +147,20 @@ class TwoStageProposals(nn.Module):
         rboxes = refine_rboxes(base_rboxes, self.box_head(memory))  # (B, S, 5)
         scores = logits.detach().amax(-1).masked_fill(padding_mask, float("-inf"))
         if self.nms_iou > 0:
-            index = self._select_with_nms(scores, rboxes.detach(), image_wh)[..., None]
+            index = self._select_with_nms(scores, rboxes.detach(), image_sizes)[..., None]
         else:
             index = scores.topk(self.num_queries, dim=1).indices[..., None]  # (B, k, 1)
         top_logits = logits.gather(1, index.expand(-1, -1, logits.shape[-1]))
         return top_logits, rboxes.gather(1, index.expand(-1, -1, 5)), logits, rboxes
 
     @torch.no_grad()
-    def _select_with_nms(self, scores: torch.Tensor, rboxes: torch.Tensor, image_wh: torch.Tensor) -> torch.Tensor:
+    def _select_with_nms(self, scores: torch.Tensor, rboxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         """(B, S) scores, (B, S, 5) normalised rboxes -> (B, k) token indices: NMS survivors, then the rest."""
         k = self.num_queries
         candidates = scores.topk(max(k, min(self.PRE_NMS, scores.shape[1])), dim=1).indices  # (B, n) by score
         selected = []
         for b in range(scores.shape[0]):
-            scale = torch.cat((image_wh[b], image_wh[b], image_wh.new_ones(1)))
-            boxes = rboxes[b, candidates[b]].float() * scale
+            boxes = denormalize_rboxes(rboxes[b, candidates[b]].float(), image_sizes[b])
             keep = nms_rotated(boxes, scores[b, candidates[b]].float(), self.nms_iou)  # positions, by score
             deferred = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
             deferred[keep] = False

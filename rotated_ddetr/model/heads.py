@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rotated_ddetr.boxes import wrap_angle
+
 
 class MLP(nn.Module):
     """`num_layers` linear layers with ReLU between them (DETR's box head).
@@ -35,11 +37,6 @@ class MLP(nn.Module):
         """Zeroes the last layer, so the head first predicts a zero delta (Deformable DETR's box-head init)."""
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
-
-
-def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
-    """Wraps angles (radians) to [-pi/2, pi/2): a rectangle is unchanged by a half turn. Gradient 1 everywhere."""
-    return torch.remainder(angle + math.pi / 2, math.pi) - math.pi / 2
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

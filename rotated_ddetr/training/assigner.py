@@ -10,8 +10,10 @@ of duplicates.
 import torch
 from torch import nn
 
+from rotated_ddetr.boxes import denormalize_rboxes
 from rotated_ddetr.model.detector import DenseProposals
-from rotated_ddetr.training.matcher import HungarianMatcher, Target, pixel_scales
+from rotated_ddetr.structures import Target
+from rotated_ddetr.training.matcher import HungarianMatcher
 
 
 def centre_prior(points: torch.Tensor, strides: torch.Tensor, targets: torch.Tensor, radius: float) -> torch.Tensor:
@@ -65,7 +67,7 @@ class TopKAssigner(nn.Module):
             token at most once.
         """
         device = dense.logits.device
-        counts = [len(t["labels"]) for t in targets]
+        counts = [len(t) for t in targets]
         empty = torch.empty(0, dtype=torch.int64, device=device)
         if sum(counts) == 0:
             return [(empty, empty) for _ in targets]
@@ -75,9 +77,9 @@ class TopKAssigner(nn.Module):
             if not counts[index]:
                 matches.append((empty, empty))
                 continue
-            size = [tuple(target["image_size"])]
-            points = dense.points[index] * pixel_scales(size, [1], dense.points)[:, :2]
-            boxes = target["rboxes"].to(device).float() * pixel_scales(size, [counts[index]], dense.points)
+            height, width = target.image_size
+            points = dense.points[index] * dense.points.new_tensor([width, height])  # (S, 2) pixels
+            boxes = denormalize_rboxes(target.rboxes.to(device).float(), target.image_size)
             allowed = centre_prior(points, dense.strides, boxes, self.radius) & ~dense.padding_mask[index, :, None]
             matches.append(self._pick(block[index].masked_fill(~allowed, float("inf"))))
         return matches

@@ -6,31 +6,22 @@ optionally one-to-many at every token by a `TopKAssigner`), then scored with the
 """
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from rotated_ddetr.boxes import canonicalize_rboxes
+from rotated_ddetr.boxes import canonicalize_rboxes, denormalize_rboxes, wrap_angle
+from rotated_ddetr.distributed import average_over_ranks
 from rotated_ddetr.model.denoising import DenoisingOutput
 from rotated_ddetr.model.detector import DenseProposals, DetectorOutput
-from rotated_ddetr.model.heads import wrap_angle
+from rotated_ddetr.structures import Target, stack_image_sizes
 from rotated_ddetr.training.assigner import TopKAssigner
-from rotated_ddetr.training.matcher import HungarianMatcher, Target, pixel_scales
+from rotated_ddetr.training.matcher import HungarianMatcher
 from rotated_ddetr.training.overlap import kld_loss
 
 
 def average_num_boxes(targets: list[Target], device: torch.device) -> torch.Tensor:
     """The number of target boxes per process, averaged over distributed ranks, at least 1 (the loss normaliser)."""
-    return average_count(sum(len(t["labels"]) for t in targets), device)
-
-
-def average_count(count: int, device: torch.device) -> torch.Tensor:
-    """A per-process count averaged over distributed ranks, at least 1."""
-    num = torch.tensor(float(count), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num)
-        num = num / dist.get_world_size()
-    return num.clamp(min=1.0)
+    return average_over_ranks(sum(len(t) for t in targets), device).clamp(min=1.0)
 
 
 class SetCriterion(nn.Module):
@@ -123,7 +114,7 @@ class SetCriterion(nn.Module):
     def dense_losses(self, dense: DenseProposals, targets: list[Target]) -> dict[str, torch.Tensor]:
         """Unweighted one-to-many losses of the proposals at every valid token, normalised by the positives."""
         matches = self.assigner(dense, targets)
-        num_positives = average_count(sum(len(q) for q, _ in matches), dense.logits.device)
+        num_positives = average_over_ranks(sum(len(q) for q, _ in matches), dense.logits.device).clamp(min=1.0)
         valid = ~dense.padding_mask
         return self.head_losses(dense.logits, dense.rboxes, targets, matches, num_positives, valid)
 
@@ -162,7 +153,7 @@ class SetCriterion(nn.Module):
         """
         batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(logits.device)
         query_index = torch.cat([q for q, _ in matches]).to(logits.device)
-        labels = torch.cat([t["labels"][k.to(t["labels"].device)] for t, (_, k) in zip(targets, matches, strict=True)])
+        labels = torch.cat([t.labels[k.to(t.labels.device)] for t, (_, k) in zip(targets, matches, strict=True)])
         onehot = torch.zeros_like(logits)
         onehot[batch_index, query_index, labels.to(logits.device)] = 1.0
         if valid is not None:
@@ -170,14 +161,15 @@ class SetCriterion(nn.Module):
         focal = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum")
 
         pred = rboxes[batch_index, query_index].float()  # (K, 5) normalised
-        tgt = torch.cat([t["rboxes"][k.to(t["rboxes"].device)] for t, (_, k) in zip(targets, matches, strict=True)])
+        tgt = torch.cat([t.rboxes[k.to(t.rboxes.device)] for t, (_, k) in zip(targets, matches, strict=True)])
         tgt = tgt.to(pred)
         l1 = (pred[:, :4] - tgt[:, :4]).abs().sum()
-        scale = pixel_scales([tuple(t["image_size"]) for t in targets], [len(q) for q, _ in matches], pred)
-        overlap = kld_loss(pred * scale, tgt * scale).sum()
+        sizes = stack_image_sizes(targets, pred, repeats=[len(q) for q, _ in matches])  # (K, 2)
+        pred_px, tgt_px = denormalize_rboxes(pred, sizes), denormalize_rboxes(tgt, sizes)
+        overlap = kld_loss(pred_px, tgt_px).sum()
         losses = {"class": focal / num_boxes, "l1": l1 / num_boxes, "overlap": overlap / num_boxes}
         if "angle" in self.weights:
-            losses["angle"] = angle_loss(pred * scale, tgt * scale).sum() / num_boxes
+            losses["angle"] = angle_loss(pred_px, tgt_px).sum() / num_boxes
         return losses
 
 

@@ -4,34 +4,14 @@ The cost mixes a focal class cost, L1 on normalised (cx, cy, w, h), 1 - rotated 
 rboxes, and an optional KLD term; each image is then solved with scipy's `linear_sum_assignment`.
 """
 
-from typing import TypedDict
-
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from rotated_ddetr.boxes import denormalize_rboxes
 from rotated_ddetr.ops import box_iou_rotated
+from rotated_ddetr.structures import Target, stack_image_sizes
 from rotated_ddetr.training.overlap import kld_loss
-
-
-class Target(TypedDict):
-    """The ground truth of one image.
-
-    Keys:
-        labels: (N,) int64 class indices in [0, num_classes).
-        rboxes: (N, 5) float normalised rboxes (cx, w by the width, cy, h by the height; angle in radians).
-        image_size: (height, width) of the image's valid area in pixels: the frame of the normalised rboxes.
-    """
-
-    labels: torch.Tensor
-    rboxes: torch.Tensor
-    image_size: tuple[int, int]
-
-
-def pixel_scales(image_sizes: list[tuple[int, int]], counts: list[int], like: torch.Tensor) -> torch.Tensor:
-    """(sum(counts), 5) factors (W, H, W, H, 1) that turn normalised rboxes into pixels, `counts[i]` rows per image."""
-    rows = [like.new_tensor([float(w), float(h), float(w), float(h), 1.0]) for h, w in image_sizes]
-    return torch.stack(rows).repeat_interleave(torch.tensor(counts, device=like.device), dim=0)
 
 
 class HungarianMatcher(nn.Module):
@@ -82,11 +62,10 @@ class HungarianMatcher(nn.Module):
         b, q, _ = logits.shape
         prob = logits.flatten(0, 1).float().sigmoid()  # (B*Q, C)
         pred = rboxes.flatten(0, 1).float()  # (B*Q, 5)
-        labels = torch.cat([t["labels"] for t in targets]).to(logits.device)
-        tgt = torch.cat([t["rboxes"] for t in targets]).to(pred)
-        sizes = [tuple(t["image_size"]) for t in targets]
-        pred_px = pred * pixel_scales(sizes, [q] * b, pred)
-        tgt_px = tgt * pixel_scales(sizes, [len(t["labels"]) for t in targets], pred)
+        labels = torch.cat([t.labels for t in targets]).to(logits.device)
+        tgt = torch.cat([t.rboxes for t in targets]).to(pred)
+        pred_px = denormalize_rboxes(rboxes.float(), stack_image_sizes(targets, pred)[:, None]).flatten(0, 1)
+        tgt_px = torch.cat([denormalize_rboxes(t.rboxes.to(pred), t.image_size) for t in targets])
         # Focal cost (Deformable DETR): the focal loss of labelling the target's class positive minus negative.
         a, g = self.focal_alpha, self.focal_gamma
         neg = (1 - a) * prob**g * -(1 - prob + 1e-8).log()
@@ -112,7 +91,7 @@ class HungarianMatcher(nn.Module):
         Returns:
             Per image, (query indices, target indices): int64 CPU tensors of length min(Q, N_b), sorted by query.
         """
-        counts = [len(t["labels"]) for t in targets]
+        counts = [len(t) for t in targets]
         empty = torch.empty(0, dtype=torch.int64)
         if sum(counts) == 0:
             return [(empty, empty) for _ in targets]

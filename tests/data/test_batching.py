@@ -1,9 +1,12 @@
 """Padding and collate: sizes rounded up to the divisor, masks True exactly at padding, pixels copied unchanged."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from rotated_ddetr.data.batching import collate, pad_images
+from rotated_ddetr.structures import Target
 
 
 def test_pad_images_sizes_masks_and_values():
@@ -36,12 +39,14 @@ def test_pad_images_errors():
 
 
 def test_collate_keeps_targets_and_checks_sizes():
-    target = {"labels": torch.tensor([1]), "rboxes": torch.tensor([[0.5, 0.5, 0.2, 0.1, 0.3]]), "image_size": (40, 60)}
-    batch = collate([(torch.rand(3, 40, 60), target), (torch.rand(3, 64, 20), {**target, "image_size": (64, 20)})], 64)
+    target = Target(labels=torch.tensor([1]), rboxes=torch.tensor([[0.5, 0.5, 0.2, 0.1, 0.3]]), image_size=(40, 60))
+    batch = collate(
+        [(torch.rand(3, 40, 60), target), (torch.rand(3, 64, 20), dataclasses.replace(target, image_size=(64, 20)))], 64
+    )
     assert batch.images.shape == (2, 3, 64, 64) and len(batch) == 2
     assert (~batch.masks).sum((1, 2)).tolist() == [40 * 60, 64 * 20]
-    assert batch.targets[1]["image_size"] == (64, 20) and torch.equal(batch.targets[0]["labels"], torch.tensor([1]))
+    assert batch.targets[1].image_size == (64, 20) and torch.equal(batch.targets[0].labels, torch.tensor([1]))
     moved = batch.to("cpu")
-    assert torch.equal(moved.images, batch.images) and moved.targets[0]["image_size"] == (40, 60)
+    assert torch.equal(moved.images, batch.images) and moved.targets[0].image_size == (40, 60)
     with pytest.raises(ValueError, match="image_size"):
         collate([(torch.rand(3, 40, 61), target)], 64)

@@ -40,19 +40,19 @@ def test_targets_without_augmentation(dataset_root):
     image, target = ds[0]
     assert image.shape == (3, 96, 128) and image.dtype == torch.float32
     torch.testing.assert_close(image[:, 0, 0], torch.tensor([200 / 255, 0.0, 0.0]))  # RGB order, [0, 1]
-    assert target["image_size"] == (96, 128) and target["labels"].tolist() == [0, 1, 2]
-    pixels = boxes.denormalize_rboxes(target["rboxes"].double(), (96, 128))
+    assert target.image_size == (96, 128) and target.labels.tolist() == [0, 1, 2]
+    pixels = boxes.denormalize_rboxes(target.rboxes.double(), (96, 128))
     torch.testing.assert_close(pixels, boxes.canonicalize_rboxes(torch.from_numpy(RBOXES)), atol=1e-4, rtol=0)
-    assert len(ds[2][1]["labels"]) == 0 and ds[2][1]["rboxes"].shape == (0, 5)
+    assert len(ds[2][1].labels) == 0 and ds[2][1].rboxes.shape == (0, 5)
 
 
 def test_difficult_empty_and_scale_options(dataset_root):
     ds = DotaDataset(dataset_root, CLASSES, drop_difficult=(1, 2), keep_empty=False)
-    assert [p.stem for p in ds.files] == ["a"] and ds[0][1]["labels"].tolist() == [0]
+    assert [p.stem for p in ds.files] == ["a"] and ds[0][1].labels.tolist() == [0]
     ds = DotaDataset(dataset_root, CLASSES, drop_difficult=(2,), scale=0.5)
     image, target = ds[0]
-    assert image.shape == (3, 48, 64) and target["image_size"] == (48, 64) and target["labels"].tolist() == [0, 1]
-    pixels = boxes.denormalize_rboxes(target["rboxes"].double(), (48, 64))
+    assert image.shape == (3, 48, 64) and target.image_size == (48, 64) and target.labels.tolist() == [0, 1]
+    pixels = boxes.denormalize_rboxes(target.rboxes.double(), (48, 64))
     expected = boxes.canonicalize_rboxes(torch.from_numpy(RBOXES[:2] * [0.5, 0.5, 0.5, 0.5, 1.0]))
     torch.testing.assert_close(pixels, expected, atol=1e-4, rtol=0)
 
@@ -64,11 +64,11 @@ def test_augmentation_is_seeded_by_epoch_and_index(dataset_root):
     first = ds[0]
     torch.manual_seed(99)  # the global RNG does not matter
     again = ds[0]
-    assert torch.equal(first[0], again[0]) and torch.equal(first[1]["rboxes"], again[1]["rboxes"])
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1].rboxes, again[1].rboxes)
     draws = set()
     for epoch in range(6):
         ds.set_epoch(epoch)
-        draws.add(tuple(ds[0][1]["rboxes"][0].tolist()))
+        draws.add(tuple(ds[0][1].rboxes[0].tolist()))
     assert len(draws) >= 5
 
 

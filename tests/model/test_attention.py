@@ -12,7 +12,7 @@ def _locations(ref, offsets, image_wh, ratios=(1.0, 1.0)):
     return rbox_sampling_locations(
         torch.tensor([ref], dtype=torch.float64)[None],
         offsets,
-        torch.tensor([image_wh], dtype=torch.float64),
+        torch.tensor([image_wh], dtype=torch.float64).flip(-1),  # the API takes (height, width)
         torch.tensor([ratios], dtype=torch.float64),
     ).view(-1, 2)
 
@@ -53,8 +53,8 @@ def test_init_ring_and_forward():
     torch.testing.assert_close(ring[1, 0], torch.tensor([[0.0, 1.0], [0.0, 2.0]]), atol=1e-6, rtol=0)
     shapes = torch.tensor([[4, 6], [2, 3]])
     layout = MultiScaleLayout(
-        shapes, torch.tensor([0, 24]), torch.zeros(2, 30, dtype=torch.bool), torch.tensor([[48.0, 32.0]] * 2),
-        torch.ones(2, 2),
+        ((4, 6), (2, 3)), shapes, torch.tensor([0, 24]), torch.zeros(2, 30, dtype=torch.bool),
+        torch.tensor([[32.0, 48.0]] * 2), torch.ones(2, 2),
     )  # fmt: skip
     query = torch.randn(2, 5, 32, requires_grad=True)
     refs = torch.tensor([0.5, 0.5, 0.3, 0.2, 0.4]).expand(2, 5, 5)
@@ -76,8 +76,8 @@ def test_module_reads_the_hand_computed_pixel():
         attn.sampling_offsets.bias.copy_(torch.tensor([1.0, 0.0]))
     value = torch.stack((torch.arange(128.0), -torch.arange(128.0)), dim=-1)[None]  # (1, 128, 2): token index
     layout = MultiScaleLayout(
-        torch.tensor([[8, 16]]), torch.tensor([0]), torch.zeros(1, 128, dtype=torch.bool),
-        torch.tensor([[160.0, 80.0]]), torch.ones(1, 2),
+        ((8, 16),), torch.tensor([[8, 16]]), torch.tensor([0]), torch.zeros(1, 128, dtype=torch.bool),
+        torch.tensor([[80.0, 160.0]]), torch.ones(1, 2),
     )  # fmt: skip
     ref = torch.tensor([[[75 / 160, 35 / 80, 20 / 160, 10 / 80, math.pi / 2]]])
     out = attn(torch.zeros(1, 1, 2), ref, value, layout)

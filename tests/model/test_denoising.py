@@ -8,12 +8,13 @@ import torch
 from rotated_ddetr.boxes import denormalize_rboxes
 from rotated_ddetr.model import build_model, tiny_config
 from rotated_ddetr.model.denoising import QueryDenoising
+from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
 
 TARGETS = [
-    {"labels": torch.tensor([0, 2]), "rboxes": torch.tensor([[0.3, 0.4, 0.3, 0.1, 0.5], [0.6, 0.7, 0.2, 0.1, -1.2]]),
-     "image_size": (128, 128)},
-    {"labels": torch.tensor([1]), "rboxes": torch.tensor([[0.5, 0.5, 0.3, 0.1, 1.4]]), "image_size": (96, 128)},
+    Target(labels=torch.tensor([0, 2]), rboxes=torch.tensor([[0.3, 0.4, 0.3, 0.1, 0.5], [0.6, 0.7, 0.2, 0.1, -1.2]]),
+     image_size=(128, 128)),
+    Target(labels=torch.tensor([1]), rboxes=torch.tensor([[0.5, 0.5, 0.3, 0.1, 1.4]]), image_size=(96, 128)),
 ]  # fmt: skip
 
 
@@ -32,7 +33,7 @@ def test_layout_mask_and_index():
 def test_noise_bounds_and_zero_noise():
     torch.manual_seed(0)
     rboxes = torch.tensor([[0.5, 0.5, 0.2, 0.1, 0.3]]).repeat(2000, 1)
-    target = [{"labels": torch.zeros(2000, dtype=torch.int64), "rboxes": rboxes, "image_size": (200, 100)}]
+    target = [Target(labels=torch.zeros(2000, dtype=torch.int64), rboxes=rboxes, image_size=(200, 100))]
     dn = QueryDenoising(num_classes=5, d_model=32, groups=1, box_noise=0.4, label_noise=0.2)
     queries = dn(target, num_queries=1)
     noised = denormalize_rboxes(queries.rboxes[0], (200, 100))  # pixels: 20 x 20 box at 0.3 rad, centre (50, 100)
@@ -46,7 +47,7 @@ def test_noise_bounds_and_zero_noise():
     flipped = (queries.content != dn.label_embed.weight[0]).any(-1).float().mean()
     assert abs(flipped - 0.2 * 4 / 5) < 0.04  # a flip to the same class changes nothing
     exact = QueryDenoising(num_classes=5, d_model=32, groups=2, box_noise=0.0, label_noise=0.0)(TARGETS, 1)
-    torch.testing.assert_close(exact.rboxes[0, 2:4], TARGETS[0]["rboxes"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(exact.rboxes[0, 2:4], TARGETS[0].rboxes, atol=1e-6, rtol=0)
 
 
 def test_detector_matching_outputs_unaffected_and_losses():

@@ -8,6 +8,7 @@ import torch
 
 from rotated_ddetr.model import DetectorOutput, build_model, tiny_config
 from rotated_ddetr.model.heads import refine_rboxes
+from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
 
 NUM_CLASSES = 3
@@ -15,12 +16,12 @@ NUM_CLASSES = 3
 
 def _targets():
     return [
-        {
-            "labels": torch.tensor([0, 2]),
-            "rboxes": torch.tensor([[0.3, 0.4, 0.2, 0.1, 0.5], [0.6, 0.7, 0.1, 0.25, -1.2]]),
-            "image_size": (128, 128),
-        },
-        {"labels": torch.tensor([1]), "rboxes": torch.tensor([[0.5, 0.5, 0.3, 0.1, 1.4]]), "image_size": (96, 128)},
+        Target(
+            labels=torch.tensor([0, 2]),
+            rboxes=torch.tensor([[0.3, 0.4, 0.2, 0.1, 0.5], [0.6, 0.7, 0.1, 0.25, -1.2]]),
+            image_size=(128, 128),
+        ),
+        Target(labels=torch.tensor([1]), rboxes=torch.tensor([[0.5, 0.5, 0.3, 0.1, 1.4]]), image_size=(96, 128)),
     ]
 
 

@@ -12,7 +12,8 @@ def _layout(valid_wh, padded_wh, shapes):
     tokens = int((shapes[:, 0] * shapes[:, 1]).sum())
     image_wh = torch.tensor(valid_wh, dtype=torch.float32)
     ratios = image_wh / torch.tensor(padded_wh, dtype=torch.float32)
-    return MultiScaleLayout(shapes, starts, torch.zeros(len(valid_wh), tokens, dtype=torch.bool), image_wh, ratios)
+    padding = torch.zeros(len(valid_wh), tokens, dtype=torch.bool)
+    return MultiScaleLayout(tuple(map(tuple, shapes.tolist())), shapes, starts, padding, image_wh.flip(-1), ratios)
 
 
 def test_token_rboxes_by_hand():
@@ -33,7 +34,7 @@ def test_proposals_skip_padded_tokens():
     base = torch.rand(1, 10, 5) * 0.5 + 0.25
     padding = torch.zeros(1, 10, dtype=torch.bool)
     padding[0, 4:] = True
-    logits, rboxes, dense_logits, dense_rboxes = proposals(memory, base, padding, torch.tensor([[64.0, 32.0]]))
+    logits, rboxes, dense_logits, dense_rboxes = proposals(memory, base, padding, torch.tensor([[32.0, 64.0]]))
     assert logits.shape == (1, 4, 3) and rboxes.shape == (1, 4, 5)
     assert dense_logits.shape == (1, 10, 3) and dense_rboxes.shape == (1, 10, 5)
     # Zero-initialised box head: the proposals are exactly the base boxes of the 4 valid tokens.

@@ -5,6 +5,7 @@ import math
 import torch
 
 from rotated_ddetr.model.detector import DenseProposals, DetectorOutput
+from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
 from rotated_ddetr.training.assigner import TopKAssigner, centre_prior
 
@@ -38,12 +39,12 @@ def _token(x, y):
     return y * 16 + x
 
 
-TARGET = {
-    "labels": torch.tensor([0, 1]),
+TARGET = Target(
+    labels=torch.tensor([0, 1]),
     # 16 x 16 px boxes centred on the corners between cells (16, 16) and (96, 32): four token centres each.
-    "rboxes": torch.tensor([[16 / 128, 16 / 64, 16 / 128, 16 / 64, 0.0], [96 / 128, 32 / 64, 16 / 128, 16 / 64, 0.3]]),
-    "image_size": SIZE,
-}
+    rboxes=torch.tensor([[16 / 128, 16 / 64, 16 / 128, 16 / 64, 0.0], [96 / 128, 32 / 64, 16 / 128, 16 / 64, 0.3]]),
+    image_size=SIZE,
+)
 
 
 def _predictions():
@@ -56,7 +57,7 @@ def _predictions():
 def test_k_cheapest_tokens_inside_the_prior():
     rboxes, logits = _predictions()
     # Token (1, 1) predicts target 0 exactly, so it must be among its picks even with k = 1.
-    rboxes[0, _token(1, 1)] = TARGET["rboxes"][0]
+    rboxes[0, _token(1, 1)] = TARGET.rboxes[0]
     logits[0, _token(1, 1), 0] = 5.0
     assigner = TopKAssigner(HungarianMatcher(), k=1)
     ((tokens, targets),) = assigner(_dense(rboxes, logits), [TARGET])
@@ -76,14 +77,14 @@ def test_k_cheapest_tokens_inside_the_prior():
 
 def test_a_token_claimed_twice_keeps_the_cheaper_target():
     # Two identical-looking targets 8 px apart share tokens; the token predicting target 1 exactly goes to it.
-    target = {
-        "labels": torch.tensor([0, 0]),
-        "rboxes": torch.tensor([[60, 32, 24, 24, 0.0], [68, 32, 24, 24, 0.0]]) / torch.tensor([128, 64, 128, 64, 1.0]),
-        "image_size": SIZE,
-    }
+    target = Target(
+        labels=torch.tensor([0, 0]),
+        rboxes=torch.tensor([[60, 32, 24, 24, 0.0], [68, 32, 24, 24, 0.0]]) / torch.tensor([128, 64, 128, 64, 1.0]),
+        image_size=SIZE,
+    )
     rboxes, logits = _predictions()
     shared = _token(8, 3)  # centre (68, 28): inside both
-    rboxes[0, shared] = target["rboxes"][1]
+    rboxes[0, shared] = target.rboxes[1]
     tokens, targets = TopKAssigner(HungarianMatcher(), k=4)(_dense(rboxes, logits), [target])[0]
     assert len(set(tokens.tolist())) == len(tokens)
     assert targets[tokens.tolist().index(shared)] == 1
@@ -95,7 +96,7 @@ def test_padding_tokens_are_never_positive_and_empty_targets():
     padding[0, _token(1, 1)] = padding[0, _token(2, 1)] = True
     tokens, _ = TopKAssigner(HungarianMatcher(), k=10)(_dense(rboxes, logits, padding), [TARGET])[0]
     assert _token(1, 1) not in tokens.tolist() and _token(2, 1) not in tokens.tolist()
-    empty = {"labels": torch.zeros(0, dtype=torch.int64), "rboxes": torch.zeros(0, 5), "image_size": SIZE}
+    empty = Target(labels=torch.zeros(0, dtype=torch.int64), rboxes=torch.zeros(0, 5), image_size=SIZE)
     tokens, targets = TopKAssigner(HungarianMatcher(), k=4)(_dense(rboxes, logits), [empty])[0]
     assert len(tokens) == 0 and len(targets) == 0
 
@@ -111,10 +112,10 @@ def test_dense_losses_replace_the_top_k_loss():
     rboxes, logits = _predictions()
     logits.fill_(-20.0)
     allowed = centre_prior(_dense(rboxes, logits).points[0] * torch.tensor([128.0, 64.0]), torch.full((128,), 8.0),
-                           TARGET["rboxes"] * torch.tensor([128.0, 64.0, 128.0, 64.0, 1.0]), 1.0)  # fmt: skip
+                           TARGET.rboxes * torch.tensor([128.0, 64.0, 128.0, 64.0, 1.0]), 1.0)  # fmt: skip
     for g in range(2):
-        rboxes[0, allowed[:, g]] = TARGET["rboxes"][g]
-        logits[0, allowed[:, g], TARGET["labels"][g]] = 20.0
+        rboxes[0, allowed[:, g]] = TARGET.rboxes[g]
+        logits[0, allowed[:, g], TARGET.labels[g]] = 20.0
     matcher = HungarianMatcher()
     criterion = SetCriterion(matcher, num_classes=2, assigner=TopKAssigner(matcher, k=4))
     losses = criterion(_outputs(_dense(rboxes, logits)), [TARGET])
@@ -124,7 +125,7 @@ def test_dense_losses_replace_the_top_k_loss():
     losses = SetCriterion(matcher, num_classes=2)(_outputs(_dense(rboxes, logits)), [TARGET])
     assert float(losses["loss_l1_enc"]) > 0.1
     # Empty targets: every loss finite, the class loss pushes all tokens down.
-    empty = {"labels": torch.zeros(0, dtype=torch.int64), "rboxes": torch.zeros(0, 5), "image_size": SIZE}
+    empty = Target(labels=torch.zeros(0, dtype=torch.int64), rboxes=torch.zeros(0, 5), image_size=SIZE)
     losses = criterion(_outputs(_dense(rboxes, logits)), [empty])
     assert all(torch.isfinite(v) for v in losses.values())
     assert float(losses["loss_class_enc"]) > 1.0

@@ -6,15 +6,16 @@ import torch
 import torch.distributed as dist
 
 from rotated_ddetr.model.detector import DetectorOutput
+from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion, average_num_boxes
 
 TARGETS = [
-    {
-        "labels": torch.tensor([1, 0]),
-        "rboxes": torch.tensor([[0.3, 0.4, 0.2, 0.1, 0.5], [0.7, 0.6, 0.1, 0.3, -math.pi / 2]]),
-        "image_size": (80, 120),
-    },
-    {"labels": torch.tensor([2]), "rboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4, 1.0]]), "image_size": (64, 64)},
+    Target(
+        labels=torch.tensor([1, 0]),
+        rboxes=torch.tensor([[0.3, 0.4, 0.2, 0.1, 0.5], [0.7, 0.6, 0.1, 0.3, -math.pi / 2]]),
+        image_size=(80, 120),
+    ),
+    Target(labels=torch.tensor([2]), rboxes=torch.tensor([[0.5, 0.5, 0.4, 0.4, 1.0]]), image_size=(64, 64)),
 ]
 
 
@@ -33,9 +34,9 @@ def _perfect(q=4, c=3):
     rboxes = torch.rand(2, q, 5) * 0.5 + 0.2
     logits = torch.full((2, q, c), -20.0)
     for b, target in enumerate(TARGETS):
-        n = len(target["labels"])
-        rboxes[b, :n] = target["rboxes"]
-        logits[b, torch.arange(n), target["labels"]] = 20.0
+        n = len(target.labels)
+        rboxes[b, :n] = target.rboxes
+        logits[b, torch.arange(n), target.labels] = 20.0
     return rboxes, logits
 
 
@@ -61,7 +62,7 @@ def test_keys_and_weighted_total():
 
 
 def test_empty_targets_are_finite_and_differentiable():
-    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "rboxes": torch.zeros(0, 5), "image_size": (32, 32)}] * 2
+    empty = [Target(labels=torch.zeros(0, dtype=torch.int64), rboxes=torch.zeros(0, 5), image_size=(32, 32))] * 2
     rboxes = torch.rand(2, 4, 5, requires_grad=True)
     logits = torch.randn(2, 4, 3, requires_grad=True)
     losses = SetCriterion(HungarianMatcher(), num_classes=3)(_outputs(rboxes, logits, with_enc=False), empty)
@@ -77,7 +78,7 @@ def test_num_boxes_averaged_over_ranks(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
         assert float(average_num_boxes(TARGETS, torch.device("cpu"))) == 3.0
-        empty = [{"labels": torch.zeros(0, dtype=torch.int64), "rboxes": torch.zeros(0, 5), "image_size": (8, 8)}]
+        empty = [Target(labels=torch.zeros(0, dtype=torch.int64), rboxes=torch.zeros(0, 5), image_size=(8, 8))]
         assert float(average_num_boxes(empty, torch.device("cpu"))) == 1.0
     finally:
         dist.destroy_process_group()

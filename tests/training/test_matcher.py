@@ -6,6 +6,7 @@ import torch
 
 from rotated_ddetr.boxes import denormalize_rboxes
 from rotated_ddetr.ops import box_iou_rotated
+from rotated_ddetr.structures import Target
 from rotated_ddetr.training import matcher as matcher_module
 from rotated_ddetr.training.matcher import HungarianMatcher
 
@@ -22,7 +23,7 @@ def _random_case(q, counts, num_classes=3, seed=0, sizes=None):
     logits = torch.randn(b, q, num_classes, generator=g)
     preds = torch.stack([rboxes(q) for _ in range(b)])
     targets = [
-        {"labels": torch.randint(0, num_classes, (n,), generator=g), "rboxes": rboxes(n), "image_size": size}
+        Target(labels=torch.randint(0, num_classes, (n,), generator=g), rboxes=rboxes(n), image_size=size)
         for n, size in zip(counts, sizes, strict=True)
     ]
     return logits, preds, targets
@@ -48,8 +49,8 @@ def test_uses_rotated_iou_on_pixel_boxes(monkeypatch):
     HungarianMatcher()(logits, preds, targets)
     assert len(calls) == 1
     boxes1, boxes2 = calls[0]
-    expected1 = torch.cat([denormalize_rboxes(p, t["image_size"]) for p, t in zip(preds, targets, strict=True)])
-    expected2 = torch.cat([denormalize_rboxes(t["rboxes"], t["image_size"]) for t in targets])
+    expected1 = torch.cat([denormalize_rboxes(p, t.image_size) for p, t in zip(preds, targets, strict=True)])
+    expected2 = torch.cat([denormalize_rboxes(t.rboxes, t.image_size) for t in targets])
     torch.testing.assert_close(boxes1, expected1, atol=1e-5, rtol=0)
     torch.testing.assert_close(boxes2, expected2, atol=1e-5, rtol=0)
 
@@ -73,7 +74,7 @@ def test_batched_equals_per_image():
     for i, target in enumerate(targets):
         alone = matcher(logits[i : i + 1], preds[i : i + 1], [target])[0]
         assert torch.equal(batched[i][0], alone[0]) and torch.equal(batched[i][1], alone[1])
-        n = len(target["labels"])
+        n = len(target.labels)
         single = matcher.cost_matrix(logits[i : i + 1], preds[i : i + 1], [target])[0]
         torch.testing.assert_close(cost[i, :, start : start + n], single, atol=1e-6, rtol=0)
         start += n

@@ -7,6 +7,7 @@ import torch
 
 from rotated_ddetr.boxes import normalize_rboxes
 from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
 
 
@@ -28,7 +29,7 @@ def test_tiny_model_overfits_one_image():
     model = build_model(dataclasses.replace(tiny_config(2), num_queries=30))
     gt = torch.tensor([[30.0, 30.0, 40.0, 12.0, 0.5], [70.0, 44.0, 30.0, 14.0, -1.0]])
     images = _draw(gt, 64, 96)[None]
-    targets = [{"labels": torch.tensor([0, 1]), "rboxes": normalize_rboxes(gt, (64, 96)), "image_size": (64, 96)}]
+    targets = [Target(labels=torch.tensor([0, 1]), rboxes=normalize_rboxes(gt, (64, 96)), image_size=(64, 96))]
     criterion = SetCriterion(HungarianMatcher(), 2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     history = []

@@ -1,0 +1,69 @@
+"""The ground truth every layer passes around: `Target`, one image's labels and normalised rboxes with its size.
+
+Made by `data/` (datasets, batching), read by `model/` (query denoising) and `training/` (matcher, assigner,
+criterion). Box geometry and the pixel <-> normalised conversion live in `rotated_ddetr.boxes`.
+
+Image sizes: every image size in the package is (height, width) in pixels, the order of a tensor's trailing
+dimensions (H, W) and of numpy's `shape[:2]`; one image's is a `(height, width)` tuple named `image_size`, a batch's
+a (B, 2) tensor named `image_sizes`. Points, offsets and ratios that multiply (x, y) coordinates stay in (x, y) order
+and say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Target:
+    """The ground truth of one image.
+
+    Attributes:
+        labels: (N,) int64 class indices in [0, num_classes).
+        rboxes: (N, 5) float normalised rboxes (cx, w by the width, cy, h by the height; angle in radians), see
+            `rotated_ddetr.boxes.normalize_rboxes`.
+        image_size: (height, width) of the image's valid area in pixels: the frame of the normalised rboxes.
+    """
+
+    labels: torch.Tensor
+    rboxes: torch.Tensor
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if self.labels.dim() != 1 or self.rboxes.shape != (len(self.labels), 5):
+            raise ValueError(
+                f"Target needs labels (N,) and rboxes (N, 5), got {tuple(self.labels.shape)} and "
+                f"{tuple(self.rboxes.shape)}"
+            )
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    def __len__(self) -> int:
+        """The number of objects N."""
+        return self.labels.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Target:
+        """The target with its tensors on `device` (`image_size` stays a tuple)."""
+        return Target(
+            self.labels.to(device, non_blocking=non_blocking),
+            self.rboxes.to(device, non_blocking=non_blocking),
+            self.image_size,
+        )
+
+
+def stack_image_sizes(targets: list[Target], like: torch.Tensor, repeats: list[int] | None = None) -> torch.Tensor:
+    """The targets' image sizes as one tensor on `like`'s device and in its dtype.
+
+    Args:
+        targets: B targets.
+        like: a tensor giving the device and dtype.
+        repeats: B counts: image b's size is repeated `repeats[b]` times (rows of concatenated per-image values).
+
+    Returns:
+        (B, 2), or (sum(repeats), 2) with `repeats`, (height, width) in pixels.
+    """
+    sizes = torch.tensor([t.image_size for t in targets], dtype=torch.float64).reshape(-1, 2)
+    if repeats is not None:
+        sizes = sizes.repeat_interleave(torch.tensor(repeats, dtype=torch.int64), dim=0)  # on the host: no sync
+    return sizes.to(device=like.device, dtype=like.dtype)
