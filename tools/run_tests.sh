@@ -14,6 +14,7 @@ if command -v nvcc >/dev/null 2>&1 && [[ ${SKIP_CUDA_CHECK:-0} != 1 ]]; then
   bash tools/check_cuda_build.sh
 fi
 ruff check . && ruff format --check .
+lint-imports  # the layering contracts of pyproject.toml [tool.importlinter]
 markers=(-m "not slow")
 [[ ${RUN_SLOW:-0} == 1 ]] && markers=()
 status=0
