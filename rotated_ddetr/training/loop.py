@@ -123,7 +123,7 @@ class Trainer:
         """Trains on one batch.
 
         Returns:
-            "loss" (weighted total), "loss_class", "loss_l1", "loss_overlap" (and "loss_angle" when weighted) of
+            "loss" (weighted total), "loss_class", "loss_l1", "loss_kld" (and "loss_angle" when weighted) of
             the last decoder layer (unweighted),
             "grad_norm" (before clipping; 0 when clipping is off) and "lr" of the transformer group.
 

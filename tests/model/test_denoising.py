@@ -63,6 +63,6 @@ def test_detector_matching_outputs_unaffected_and_losses():
     assert model.eval()(images, targets=TARGETS).denoising is None  # inference never denoises
     model.train()
     losses = SetCriterion(HungarianMatcher(), 3)(model(images, targets=TARGETS), TARGETS)
-    assert {"loss_class_dn", "loss_l1_dn_0", "loss_overlap_dn"} <= set(losses)
+    assert {"loss_class_dn", "loss_l1_dn_0", "loss_kld_dn"} <= set(losses)
     losses["loss"].backward()
     assert model.denoising.label_embed.weight.grad.abs().sum() > 0
