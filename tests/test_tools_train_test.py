@@ -1,4 +1,5 @@
-"""tools/train.py and tools/test.py end to end on a tiny synthetic set, and their error messages for bad input."""
+"""tools/train.py and tools/test.py end to end on a tiny synthetic set, their error messages for bad input, and
+the old `--*-thr` aliases of the threshold flags."""
 
 import json
 import os
@@ -105,3 +106,18 @@ def test_test_errors(dataset, tmp_path, capsys):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     assert TEST([str(tmp_path / "junk.pth"), "--data", str(dataset), "--out", str(tmp_path)]) == 2
     assert "cannot read the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "tool, args, attribute",
+    [
+        ("test.py", ["CKPT", "--data", "D", "--out", "O"], "score_threshold"),
+        ("infer.py", ["CKPT", "SCENE", "--out", "O"], "score_threshold"),
+        ("evaluate.py", ["--dets", "D", "--labels", "L"], "iou_threshold"),
+    ],
+)
+def test_threshold_flags_keep_their_thr_aliases(tool, args, attribute):
+    parse_args = runpy.run_path(str(ROOT / "tools" / tool))["parse_args"]
+    flag = "--" + attribute.replace("_", "-")
+    assert getattr(parse_args([*args, flag, "0.25"]), attribute) == 0.25
+    assert getattr(parse_args([*args, flag.replace("threshold", "thr"), "0.75"]), attribute) == 0.75
