@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                    max_detections=args.max_dets)  # fmt: skip
     raster_options = {"bands": args.bands} if args.bands else {}
     mine = scenes[rank::world]
-    report = predict_scenes(
-        mine, predictor, args.out, predictor.classes, formats, not args.quiet, raster_options, **options
-    )
+    report = predict_scenes(mine, predictor, args.out, predictor.classes, formats=formats, progress=not args.quiet,
+                            raster_options=raster_options, **options)  # fmt: skip
     done, skipped, failed = len(report.done), len(report.skipped), set(report.failed)
     print(f"rank {rank}: {done} scenes done, {skipped} done before, {len(failed)} failed")
     if world > 1:

@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     score_threshold = args.score_threshold if args.score_threshold is not None else cfg.train.eval_score_thr
     nms_iou = args.nms_iou if args.nms_iou is not None else cfg.train.eval_nms_iou
     with torch.inference_mode():
-        detections = predict_folder(model, args.data, classes, cfg.data.scale, args.batch_size, top_k, score_threshold,
-                                    nms_iou, args.workers, progress=not args.quiet)  # fmt: skip
+        detections = predict_folder(model, args.data, classes, scale=cfg.data.scale, batch_size=args.batch_size,
+                                    top_k=top_k, score_threshold=score_threshold, nms_iou=nms_iou,
+                                    num_workers=args.workers, progress=not args.quiet)  # fmt: skip
     write_task1(args.out, detections)
     count = sum(len(d) for d in detections.values())
     print(f"wrote {count} detections of {len(classes)} classes to {args.out}/Task1_*.txt")

@@ -71,6 +71,7 @@ class SetCriterion(nn.Module):
         self,
         matcher: HungarianMatcher,
         num_classes: int,
+        *,
         class_weight: float = 2.0,
         l1_weight: float = 5.0,
         kld_weight: float = 2.0,

@@ -53,11 +53,16 @@ class SetupError(ValueError):
 
 def build_criterion(train: TrainConfig, num_classes: int) -> SetCriterion:
     """The set criterion, its Hungarian matcher and (with `enc_positives`) its dense assigner, configured."""
-    matcher = HungarianMatcher(train.match_class_weight, train.match_l1_weight, train.match_iou_weight,
-                               train.match_gaussian_weight, train.focal_alpha, train.focal_gamma)  # fmt: skip
-    assigner = TopKAssigner(matcher, train.enc_positives) if train.enc_positives else None
-    return SetCriterion(matcher, num_classes, train.class_weight, train.l1_weight, train.overlap_weight,
-                        train.focal_alpha, train.focal_gamma, train.angle_weight, assigner)  # fmt: skip
+    matcher = HungarianMatcher(
+        class_weight=train.match_class_weight, l1_weight=train.match_l1_weight, iou_weight=train.match_iou_weight,
+        kld_weight=train.match_gaussian_weight, focal_alpha=train.focal_alpha, focal_gamma=train.focal_gamma,
+    )  # fmt: skip
+    assigner = TopKAssigner(matcher, k=train.enc_positives) if train.enc_positives else None
+    return SetCriterion(
+        matcher, num_classes, class_weight=train.class_weight, l1_weight=train.l1_weight,
+        kld_weight=train.overlap_weight, focal_alpha=train.focal_alpha, focal_gamma=train.focal_gamma,
+        angle_weight=train.angle_weight, assigner=assigner,
+    )  # fmt: skip
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
@@ -213,7 +218,8 @@ def _dataset(cfg: Config) -> DotaDataset:
         raise SetupError("data.train_root is not set (the training dataset folder: images/ and labelTxt/)")
     if d.val_root is not None and not Path(d.val_root, "labelTxt").is_dir():
         raise SetupError(f"data.val_root {d.val_root}: no labelTxt/ folder (expected DOTA layout)")
-    augment = Augment(d.hflip, d.vflip, d.rot90, d.rotate, d.rotate_degrees, d.scale_jitter)
+    augment = Augment(hflip=d.hflip, vflip=d.vflip, rot90=d.rot90, rotate=d.rotate, degrees=d.rotate_degrees,
+                      scale_jitter=d.scale_jitter)  # fmt: skip
     try:
         return DotaDataset(d.train_root, d.classes, d.drop_difficult, d.keep_empty, d.scale, augment, cfg.train.seed)
     except (OSError, ValueError) as error:

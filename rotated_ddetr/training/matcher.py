@@ -55,6 +55,7 @@ class HungarianMatcher(nn.Module):
 
     def __init__(
         self,
+        *,
         class_weight: float = 2.0,
         l1_weight: float = 5.0,
         iou_weight: float = 2.0,
