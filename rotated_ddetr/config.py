@@ -81,12 +81,6 @@ class ModelConfig:
     dn_label_noise: float = 0.2
 
 
-def tiny_config(num_classes: int = 15) -> ModelConfig:
-    """A small model that trains on a CPU: ResNet-18, d_model 64, 2 + 2 layers, 100 queries."""
-    return ModelConfig(depth=18, d_model=64, n_heads=4, enc_layers=2, dec_layers=2, ffn_dim=128, dropout=0.0,
-                       num_queries=100, num_classes=num_classes)  # fmt: skip
-
-
 @dataclass
 class DataConfig:
     """Datasets (DOTA layout: `images/` + `labelTxt/`) and augmentation.

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from rotated_ddetr.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
-from rotated_ddetr.config import Config, resolve, tiny_config
+from rotated_ddetr.config import Config, resolve
+from tests.small_model import small_test_model_config
 
 
 def _setup():
     cfg = Config()
-    cfg.model = tiny_config()
+    cfg.model = small_test_model_config()
     cfg.model.num_queries = 10
     cfg.data.classes = ("plane", "ship")
     cfg = resolve(cfg)

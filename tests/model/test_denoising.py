@@ -6,9 +6,10 @@ import math
 import torch
 
 from rotated_ddetr.boxes import denormalize_rboxes
-from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.model import build_model
 from rotated_ddetr.model.denoising import QueryDenoising
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
+from tests.small_model import small_test_model_config
 
 TARGETS = [
     {"labels": torch.tensor([0, 2]), "rboxes": torch.tensor([[0.3, 0.4, 0.3, 0.1, 0.5], [0.6, 0.7, 0.2, 0.1, -1.2]]),
@@ -51,7 +52,8 @@ def test_noise_bounds_and_zero_noise():
 
 def test_detector_matching_outputs_unaffected_and_losses():
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config(3), num_queries=20, dn_groups=2, two_stage=False, backbone_norm="batch")
+    cfg = small_test_model_config(3)
+    cfg = dataclasses.replace(cfg, num_queries=20, dn_groups=2, two_stage=False, backbone_norm="batch")
     model = build_model(cfg).train()
     images = torch.rand(2, 3, 128, 128)
     with torch.no_grad():

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rotated_ddetr.config import Config, resolve, tiny_config
+from rotated_ddetr.config import Config, resolve
 from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES, SyntheticOptions, write_dataset
+from tests.small_model import small_test_model_config
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def tiny_train_config(train_root: Path, output_dir: Path, **train) -> Config:
     """A resolved config of a very small model (d_model 32, 1 + 1 layers, 10 queries) on `train_root`."""
     cfg = Config()
-    cfg.model = tiny_config()
+    cfg.model = small_test_model_config()
     cfg.model.backbone_norm, cfg.model.frozen_stages = "batch", 0
     cfg.model.d_model, cfg.model.ffn_dim, cfg.model.enc_layers, cfg.model.dec_layers = 32, 64, 1, 1
     cfg.model.num_queries = 10

@@ -8,8 +8,9 @@ import torch
 from rotated_ddetr.checkpoint import load_checkpoint
 from rotated_ddetr.config import TrainConfig
 from rotated_ddetr.distributed import init_distributed
-from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.model import build_model
 from rotated_ddetr.training.loop import LrSchedule, SetupError, build_optimizer, train
+from tests.small_model import small_test_model_config
 
 from .conftest import tiny_train_config
 
@@ -38,7 +39,7 @@ def test_lr_schedule_time_drop_is_saved_with_the_scheduler():
 
 
 def test_optimizer_groups():
-    model = build_model(tiny_config(3))
+    model = build_model(small_test_model_config(3))
     optimizer = build_optimizer(model, TrainConfig(lr=1e-3, lr_backbone=1e-4, weight_decay=0.05))
     rest, backbone = optimizer.param_groups
     assert rest["lr"] == 1e-3 and backbone["lr"] == 1e-4 and rest["weight_decay"] == 0.05
