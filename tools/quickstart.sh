@@ -35,7 +35,7 @@ python tools/make_synthetic.py --out "$out/synthetic" --images 60 --size 768 --s
 python tools/split_dota.py --src "$out/synthetic" --dst "$out/tiles" --tile-size 512 --gap 128 --quiet
 
 step "training configs/synthetic_tiny.py for $minutes minutes"
-python tools/train.py configs/synthetic_tiny.py "data.train_root=$out/tiles" "train.output_dir=$out/run" \
+python tools/train.py configs/synthetic_tiny.py "data.train_root=$out/tiles" "output.dir=$out/run" \
   "train.max_minutes=$minutes" --no-progress
 
 step "a ${scene_size} x ${scene_size} px synthetic scene as a GeoTIFF, with its labels"

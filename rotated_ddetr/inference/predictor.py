@@ -186,8 +186,8 @@ class Predictor:
         """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`): its weights, classes and
         input scale; `options` (top_k, score_threshold, nms_iou) default to the config's evaluation settings."""
         model, cfg, classes = load_model(path, device)
-        t = cfg.train
-        options = {"top_k": t.eval_top_k, "score_threshold": t.eval_score_thr, "nms_iou": t.eval_nms_iou, **options}
+        e = cfg.eval
+        options = {"top_k": e.top_k, "score_threshold": e.score_threshold, "nms_iou": e.nms_iou, **options}
         return cls(model, classes, scale=cfg.data.scale, device=device, amp=amp, **options)
 
     def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
