@@ -65,7 +65,7 @@ def _cpu_jiffies() -> tuple[int, int]:
 def _train(args: argparse.Namespace, train_root: Path, run_dir: Path) -> dict:
     """Runs tools/train.py; returns its wall time and the CPU share it got."""
     command = [str(ROOT / "tools" / "train.py"), str(ROOT / args.config), f"data.train_root={train_root}",
-               f"train.max_minutes={args.minutes}", f"train.output_dir={run_dir}", "train.keep_last=0",
+               f"train.max_minutes={args.minutes}", f"output.dir={run_dir}", "output.keep_last=0",
                *args.overrides, "--no-progress"]  # fmt: skip
     busy0, total0 = _cpu_jiffies()
     start, cpu0 = time.monotonic(), os.times()

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from rotated_ddetr.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
-from rotated_ddetr.config import Config, resolve, tiny_config
+from rotated_ddetr.config import RENAMED, Config, resolve
+from tests.small_model import small_test_model_config
 
 
 def _setup():
     cfg = Config()
-    cfg.model = tiny_config()
+    cfg.model = small_test_model_config()
     cfg.model.num_queries = 10
     cfg.data.classes = ("plane", "ship")
     cfg = resolve(cfg)
@@ -77,3 +78,22 @@ def test_errors(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(tmp_path / "other.pth")
+
+
+def test_checkpoint_with_an_old_config_loads(tmp_path):
+    """A checkpoint written before the `train` section was split: its config loads with one warning."""
+    cfg, model, _, _ = _setup()
+    path = tmp_path / "old.pth"
+    save_checkpoint(path, model, cfg, cfg.data.classes, step=1)
+    state = torch.load(path, weights_only=True)
+    stored = state["config"]
+    old_train = dict(stored.pop("train"))
+    for old, new in RENAMED.items():
+        section, name = new.split(".")
+        old_train[old.split(".")[1]] = stored[section].pop(name)
+    assert not any(stored.pop(s) for s in ("optim", "loss", "eval", "output"))  # every moved key went back
+    state["config"] = {**stored, "train": old_train}
+    torch.save(state, path)
+    with pytest.warns(FutureWarning, match="train.output_dir -> output.dir"):
+        _, loaded_cfg, _ = load_model(path)
+    assert loaded_cfg == cfg

@@ -54,12 +54,12 @@ def test_torchrun_two_processes_gloo(tmp_path):
         f"cfg = load_config_file({str(ROOT / 'configs' / 'synthetic_tiny.py')!r})\n"
         "cfg.model.d_model, cfg.model.ffn_dim, cfg.model.enc_layers, cfg.model.dec_layers = 32, 64, 1, 1\n"
         "cfg.model.num_queries, cfg.data.scale = 10, 1.0\n"
-        "cfg.train.batch_size, cfg.train.num_workers, cfg.train.log_every, cfg.train.epochs = 1, 0, 1, 1\n"
+        "cfg.train.batch_size, cfg.train.num_workers, cfg.output.log_every, cfg.train.epochs = 1, 0, 1, 1\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tools" / "train.py"), str(config), f"data.train_root={data}",
-           f"train.output_dir={tmp_path / 'work'}", "train.device=cpu", "--no-progress"]  # fmt: skip
+           f"output.dir={tmp_path / 'work'}", "train.device=cpu", "--no-progress"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     # 4 images over 2 ranks with batch 1: 2 steps; only rank 0 reports and writes.

@@ -1,4 +1,5 @@
-"""tools/train.py and tools/test.py end to end on a tiny synthetic set, and their error messages for bad input."""
+"""tools/train.py and tools/test.py end to end on a tiny synthetic set, their error messages for bad input, and
+the old `--*-thr` aliases of the threshold flags."""
 
 import json
 import os
@@ -36,7 +37,7 @@ def config_file(tmp_path_factory) -> Path:
         "cfg.model.d_model, cfg.model.ffn_dim, cfg.model.enc_layers, cfg.model.dec_layers = 32, 64, 1, 1\n"
         "cfg.model.num_queries = 10\n"
         "cfg.data.scale = 1.0\n"
-        "cfg.train.batch_size, cfg.train.num_workers, cfg.train.log_every = 2, 0, 1\n"
+        "cfg.train.batch_size, cfg.train.num_workers, cfg.output.log_every = 2, 0, 1\n"
     )
     return path
 
@@ -49,7 +50,7 @@ def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_train_then_test(dataset, config_file, tmp_path):
     work = tmp_path / "work"
-    done = _run("train.py", str(config_file), f"data.train_root={dataset}", f"train.output_dir={work}",
+    done = _run("train.py", str(config_file), f"data.train_root={dataset}", f"output.dir={work}",
                 "train.epochs=1", "--no-progress")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "done: epoch 1, step 2" in done.stdout
@@ -75,7 +76,7 @@ def test_train_then_test(dataset, config_file, tmp_path):
 
 
 def test_time_limit_exits_cleanly(dataset, config_file, tmp_path, capsys):
-    code = TRAIN([str(config_file), f"data.train_root={dataset}", f"train.output_dir={tmp_path}",
+    code = TRAIN([str(config_file), f"data.train_root={dataset}", f"output.dir={tmp_path}",
                   "train.max_minutes=1e-6", "--no-progress"])  # fmt: skip
     assert code == 0 and "time limit reached: epoch 0, step 1" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "checkpoint_last.pth")["batches_done"] == 1
@@ -84,7 +85,7 @@ def test_time_limit_exits_cleanly(dataset, config_file, tmp_path, capsys):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.lrr=1"], "unknown config key 'train.lrr'; did you mean train.lr?"),
+        (["optim.lrr=1"], "unknown config key 'optim.lrr'; did you mean optim.lr?"),
         (["data.train_root={missing}"], "dataset folder not found"),
         (["data.train_root={dataset}", "data.classes=plane,ship"], "unknown class"),
         (["data.train_root={dataset}", "data.val_root={missing}"], "no labelTxt/"),
@@ -94,7 +95,7 @@ def test_time_limit_exits_cleanly(dataset, config_file, tmp_path, capsys):
 )
 def test_train_errors(dataset, config_file, tmp_path, capsys, overrides, message):
     args = [o.format(dataset=dataset, missing=tmp_path / "missing") for o in overrides]
-    code = TRAIN([str(config_file), *args, f"train.output_dir={tmp_path / 'out'}", "--no-progress"])
+    code = TRAIN([str(config_file), *args, f"output.dir={tmp_path / 'out'}", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
 
@@ -105,3 +106,18 @@ def test_test_errors(dataset, tmp_path, capsys):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     assert TEST([str(tmp_path / "junk.pth"), "--data", str(dataset), "--out", str(tmp_path)]) == 2
     assert "cannot read the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "tool, args, attribute",
+    [
+        ("test.py", ["CKPT", "--data", "D", "--out", "O"], "score_threshold"),
+        ("infer.py", ["CKPT", "SCENE", "--out", "O"], "score_threshold"),
+        ("evaluate.py", ["--dets", "D", "--labels", "L"], "iou_threshold"),
+    ],
+)
+def test_threshold_flags_keep_their_thr_aliases(tool, args, attribute):
+    parse_args = runpy.run_path(str(ROOT / "tools" / tool))["parse_args"]
+    flag = "--" + attribute.replace("_", "-")
+    assert getattr(parse_args([*args, flag, "0.25"]), attribute) == 0.25
+    assert getattr(parse_args([*args, flag.replace("threshold", "thr"), "0.75"]), attribute) == 0.75

@@ -1,6 +1,6 @@
 """Scores a DOTA Task1 submission against labelTxt ground truth: prints per-class AP and the mAP (the devkit's numbers).
 
-python tools/evaluate.py --dets DIR --labels DIR [--imageset FILE] [--metric voc07|area] [--iou-thr 0.5]
+python tools/evaluate.py --dets DIR --labels DIR [--imageset FILE] [--metric voc07|area] [--iou-threshold 0.5]
                          [--json OUT]
 """
 
@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--labels", required=True, help="labelTxt folder (or a dataset root holding labelTxt/)")
     parser.add_argument("--imageset", help="file with one image name per line (default: every label file)")
     parser.add_argument("--metric", choices=METRICS, default="voc07", help="11-point VOC07 (default) or area")
-    parser.add_argument("--iou-thr", type=float, default=0.5, help="IoU a true positive must exceed (default 0.5)")
+    parser.add_argument("--iou-threshold", "--iou-thr", type=float, default=0.5,
+                        help="IoU a true positive must exceed (default 0.5)")  # fmt: skip
     parser.add_argument("--json", metavar="OUT", help="also write the full result as JSON here")
     return parser.parse_args(argv)
 
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = eval_dota(args.dets, args.labels, args.imageset, metric=args.metric, iou_thr=args.iou_thr)
+            result = eval_dota(
+                args.dets, args.labels, args.imageset, metric=args.metric, iou_threshold=args.iou_threshold
+            )
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         print(format_table(result))

@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
     parser.add_argument("--gap", type=int, default=200, help="overlap of neighbouring tiles in pixels (default 200)")
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0], help="scene scales to tile (default 1.0)")
-    parser.add_argument("--score-thr", type=float, default=0.05, help="minimum detection score (default 0.05)")
+    parser.add_argument("--score-threshold", "--score-thr", type=float, default=0.05,
+                        help="minimum detection score (default 0.05)")  # fmt: skip
     parser.add_argument("--nms-iou", type=float, default=0.1, help="IoU threshold of the tile merge (default 0.1)")
     parser.add_argument("--max-dets", type=int, default=10000, help="detections kept per scene (default 10000)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per model call (default 8)")
@@ -79,18 +80,18 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--formats: unknown {sorted(set(formats) - set(FORMATS))}; expected {FORMATS}")
         scenes = list_scenes(args.inputs)
         predictor = Predictor.from_checkpoint(
-            args.checkpoint, pick_device(args.device), args.amp, score_threshold=args.score_thr
+            args.checkpoint, pick_device(args.device), args.amp, score_threshold=args.score_threshold
         )
     except (SceneError, CheckpointError, OSError, ValueError) as error:
         print(f"infer: error: {error}", file=sys.stderr)
         return 1
     options = dict(tile_size=args.tile_size, gap=args.gap, rates=tuple(args.rates), batch_size=args.batch_size,
-                   nms_iou=args.nms_iou, score_threshold=args.score_thr, max_detections=args.max_dets)  # fmt: skip
+                   nms_iou=args.nms_iou, score_threshold=args.score_threshold,
+                   max_detections=args.max_dets)  # fmt: skip
     raster_options = {"bands": args.bands} if args.bands else {}
     mine = scenes[rank::world]
-    report = predict_scenes(
-        mine, predictor, args.out, predictor.classes, formats, not args.quiet, raster_options, **options
-    )
+    report = predict_scenes(mine, predictor, args.out, predictor.classes, formats=formats, progress=not args.quiet,
+                            raster_options=raster_options, **options)  # fmt: skip
     done, skipped, failed = len(report.done), len(report.skipped), set(report.failed)
     print(f"rank {rank}: {done} scenes done, {skipped} done before, {len(failed)} failed")
     if world > 1:

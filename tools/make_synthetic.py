@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         if args.scene_size is None:
             images = 100 if args.images is None else args.images
-            counts = write_dataset(args.out, images, args.size, args.seed, options, args.workers, not args.quiet)
+            counts = write_dataset(args.out, images, size=args.size, seed=args.seed, options=options,
+                                   workers=args.workers, progress=not args.quiet)  # fmt: skip
         else:
             images, counts = 1 if args.images is None else args.images, {}
             for index in range(images):

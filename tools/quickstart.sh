@@ -35,7 +35,7 @@ python tools/make_synthetic.py --out "$out/synthetic" --images 60 --size 768 --s
 python tools/split_dota.py --src "$out/synthetic" --dst "$out/tiles" --tile-size 512 --gap 128 --quiet
 
 step "training configs/synthetic_tiny.py for $minutes minutes"
-python tools/train.py configs/synthetic_tiny.py "data.train_root=$out/tiles" "train.output_dir=$out/run" \
+python tools/train.py configs/synthetic_tiny.py "data.train_root=$out/tiles" "output.dir=$out/run" \
   "train.max_minutes=$minutes" --no-progress
 
 step "a ${scene_size} x ${scene_size} px synthetic scene as a GeoTIFF, with its labels"
@@ -44,7 +44,7 @@ python tools/make_synthetic.py --out "$out/scene" --scene-size "$scene_size" --f
 step "tiled inference over the scene"
 rm -rf "$out/detections"
 python tools/infer.py "$out/run/checkpoint_last.pth" "$out/scene/images" --out "$out/detections" \
-  --tile-size 512 --gap 128 --score-thr 0.05
+  --tile-size 512 --gap 128 --score-threshold 0.05
 
 step "evaluation against the scene's labels (DOTA Task1, VOC07 mAP at IoU 0.5)"
 python tools/evaluate.py --dets "$out/detections" --labels "$out/scene/labelTxt"

@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by tools/train.py")
     parser.add_argument("--data", required=True, type=Path, help="DOTA-layout folder: images/ (and labelTxt/)")
     parser.add_argument("--out", required=True, type=Path, help="folder for Task1_{class}.txt and metrics.json")
-    parser.add_argument("--score-thr", type=float, default=None, help="minimum score (default: the config's)")
+    parser.add_argument("--score-threshold", "--score-thr", type=float, default=None,
+                        help="minimum score (default: the config's eval.score_threshold)")  # fmt: skip
     parser.add_argument("--top-k", type=int, default=None, help="detections kept per image (default: the config's)")
     parser.add_argument("--nms-iou", type=float, default=None,
                         help="class-wise rotated NMS IoU per image, 0 = none (default: the config's)")  # fmt: skip
@@ -60,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"test: error: {error}", file=sys.stderr)
         return 2
-    top_k = args.top_k if args.top_k is not None else cfg.train.eval_top_k
-    score_thr = args.score_thr if args.score_thr is not None else cfg.train.eval_score_thr
-    nms_iou = args.nms_iou if args.nms_iou is not None else cfg.train.eval_nms_iou
+    top_k = args.top_k if args.top_k is not None else cfg.eval.top_k
+    score_threshold = args.score_threshold if args.score_threshold is not None else cfg.eval.score_threshold
+    nms_iou = args.nms_iou if args.nms_iou is not None else cfg.eval.nms_iou
     with torch.inference_mode():
-        detections = predict_folder(model, args.data, classes, cfg.data.scale, args.batch_size, top_k, score_thr,
-                                    nms_iou, args.workers, progress=not args.quiet)  # fmt: skip
+        detections = predict_folder(model, args.data, classes, scale=cfg.data.scale, batch_size=args.batch_size,
+                                    top_k=top_k, score_threshold=score_threshold, nms_iou=nms_iou,
+                                    num_workers=args.workers, progress=not args.quiet)  # fmt: skip
     write_task1(args.out, detections)
     count = sum(len(d) for d in detections.values())
     print(f"wrote {count} detections of {len(classes)} classes to {args.out}/Task1_*.txt")

@@ -2,10 +2,10 @@
 
 Examples:
     python tools/train.py configs/synthetic_tiny.py data.train_root=data/synth train.max_minutes=15
-    python tools/train.py configs/dota_v1_r50.py model.num_queries=800 train.lr=1e-4 --resume work/checkpoint_last.pth
+    python tools/train.py configs/dota_v1_r50.py model.num_queries=800 optim.lr=1e-4 --resume work/checkpoint_last.pth
     torchrun --nproc_per_node 4 tools/train.py configs/dota_v1_r50.py data.train_root=data/dota_train_1024
 
-Writes into train.output_dir: checkpoint_last.pth and checkpoint_{epoch:04d}.pth (self-contained: weights,
+Writes into output.dir: checkpoint_last.pth and checkpoint_{epoch:04d}.pth (self-contained: weights,
 optimiser, schedule, RNG, resolved config, classes), config.json, log.jsonl and tensorboard/.
 """
 
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="config file (a Python file defining `cfg`), e.g. configs/synthetic_tiny.py")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=1e-4")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
     parser.add_argument("--resume", metavar="PATH", help="checkpoint to continue from exactly")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_intermixed_args(argv)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown_distributed()
     if ctx.is_main:
-        print(_summary(result, cfg.train.output_dir))
+        print(_summary(result, cfg.output.dir))
     return 0
 
 

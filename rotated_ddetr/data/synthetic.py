@@ -184,6 +184,7 @@ def _make_one(index: int, out: Path, size: int, seed: int, options: SyntheticOpt
 def write_dataset(
     out: str | os.PathLike,
     images: int,
+    *,
     size: int = 512,
     seed: int = 0,
     options: SyntheticOptions | None = None,

@@ -181,7 +181,7 @@ def _traffic(rng, roads: list[Thing], occupancy: _Occupancy, size, scale: float,
         name = names[-1] if rng.random() < 0.25 else names[0]
         centre = road.rbox[:2] + along * direction + side * lane * np.array([-direction[1], direction[0]])
         angle = road.rbox[4] + (math.pi if side < 0 else 0.0) + rng.normal(0, 0.02)
-        car = objects.vehicle(rng, name, *centre, angle, scale, rng.random() < options.tiny)
+        car = objects.vehicle(rng, name, *centre, angle=angle, scale=scale, tiny=rng.random() < options.tiny)
         footprint = to_scene(rect(car.rbox[2] + 2, car.rbox[3] + 1), car.rbox)
         if occupancy.free(footprint, "road"):
             occupancy.take(footprint)

@@ -151,7 +151,7 @@ def tank_parts(rng: np.random.Generator, diameter: float, colour: Colour) -> lis
     if rng.random() < 0.35:
         parts.append((ellipse(0.82 * r, 0.82 * r), shade(colour, rng.uniform(0.5, 0.8))))  # floating roof
     else:
-        parts.append((ellipse(0.55 * r, 0.55 * r, -0.08 * r, -0.08 * r), shade(colour, 1.08)))
+        parts.append((ellipse(0.55 * r, 0.55 * r, x=-0.08 * r, y=-0.08 * r), shade(colour, 1.08)))
     parts.append((ellipse(0.08 * r, 0.08 * r), shade(colour, 0.6)))
     return parts
 
@@ -175,11 +175,15 @@ def court_parts(rng: np.random.Generator, length: float, width: float, surround:
     return parts
 
 
-def _object(name: str, parts: list[Part], x: float, y: float, size: tuple[float, float], angle: float, height: float):
+def _object(
+    name: str, parts: list[Part], x: float, y: float, *, size: tuple[float, float], angle: float, height: float
+) -> Thing:
     return Thing(np.array([x, y, size[0], size[1], angle]), parts, layer=2, height=height, name=name)
 
 
-def vehicle(rng: np.random.Generator, name: str, x: float, y: float, angle: float, scale: float, tiny: bool) -> Thing:
+def vehicle(
+    rng: np.random.Generator, name: str, x: float, y: float, *, angle: float, scale: float, tiny: bool
+) -> Thing:
     """One small or large vehicle of random size at (x, y) heading `angle` (a `tiny` one is drawn at 0.6x size)."""
     factor = scale * (0.6 if tiny else 1.0)
     if name == "small-vehicle":
@@ -188,7 +192,7 @@ def vehicle(rng: np.random.Generator, name: str, x: float, y: float, angle: floa
     else:
         size = (rng.uniform(30, 60) * factor, rng.uniform(10, 15) * factor)
         parts = large_vehicle_parts(rng, *size, object_colour(rng))
-    return _object(name, parts, x, y, size, angle, height=size[1] * 0.35)
+    return _object(name, parts, x, y, size=size, angle=angle, height=size[1] * 0.35)
 
 
 def parking_group(rng: np.random.Generator, scale: float, budget: int, tiny_prob: float, large: bool) -> Group:
@@ -215,9 +219,8 @@ def parking_group(rng: np.random.Generator, scale: float, budget: int, tiny_prob
             if rng.random() < fill and len(things) <= budget:
                 angle = facing + (math.pi if rng.random() < 0.25 else 0.0) + rng.normal(0, 0.04)
                 x = (j + 0.5 - cols / 2) * pitch + rng.normal(0, 0.05 * vw)
-                things.append(
-                    vehicle(rng, name, x, y + rng.normal(0, 0.04 * vl), angle, scale, rng.random() < tiny_prob)
-                )
+                dy = rng.normal(0, 0.04 * vl)
+                things.append(vehicle(rng, name, x, y + dy, angle=angle, scale=scale, tiny=rng.random() < tiny_prob))
     return Group(things, length, width)
 
 
@@ -236,7 +239,11 @@ def apron_group(rng: np.random.Generator, scale: float, budget: int) -> Group:
         angle = heading + rng.normal(0, 0.03) if count > 1 else rng.uniform(-math.pi, math.pi)
         paint = colour if same and rng.random() < 0.7 else object_colour(rng)
         parts = plane_parts(rng, size, span, paint)
-        things.append(_object("plane", parts, (i + 0.5 - count / 2) * pitch, 0.0, (size, span), angle, 0.12 * size))
+        things.append(
+            _object(
+                "plane", parts, (i + 0.5 - count / 2) * pitch, 0.0, size=(size, span), angle=angle, height=0.12 * size
+            )
+        )
     length, width = count * pitch + 0.2 * max(sizes), max(sizes) * 1.5
     concrete = jitter((rng.uniform(120, 210),) * 3, rng, 10)
     pad: list[Part] = [(rect(length, width), concrete)]
@@ -257,7 +264,7 @@ def harbour_group(rng: np.random.Generator, scale: float, budget: int, water: Co
         angle = rng.choice([0.0, math.pi]) if moored else rng.uniform(-math.pi, math.pi)
         y = (i + 0.5 - count / 2) * pitch if moored else 0.0
         parts = ship_parts(rng, lengths[i], beams[i], object_colour(rng))
-        things.append(_object("ship", parts, 0.0, y, (lengths[i], beams[i]), angle, 0.25 * beams[i]))
+        things.append(_object("ship", parts, 0.0, y, size=(lengths[i], beams[i]), angle=angle, height=0.25 * beams[i]))
         if not moored:
             L, B, wake = lengths[i], beams[i], lengths[i] * rng.uniform(0.4, 1.2)
             trail = np.array([[-0.48 * L, -0.4 * B], [-0.5 * L - wake, -1.3 * B], [-0.5 * L - wake, 1.3 * B],
@@ -279,8 +286,8 @@ def tank_group(rng: np.random.Generator, scale: float, budget: int) -> Group:
             if len(things) < budget:
                 d = diameter * rng.uniform(0.94, 1.06)
                 x, y = (j + 0.5 - cols / 2) * pitch, (i + 0.5 - rows / 2) * pitch
-                things.append(_object("storage-tank", tank_parts(rng, d, jitter(colour, rng, 12)), x, y, (d, d), 0.0,
-                                      d * rng.uniform(0.25, 0.6)))  # fmt: skip
+                things.append(_object("storage-tank", tank_parts(rng, d, jitter(colour, rng, 12)), x, y, size=(d, d),
+                                      angle=0.0, height=d * rng.uniform(0.25, 0.6)))  # fmt: skip
     length, width = cols * pitch + 0.3 * diameter, rows * pitch + 0.3 * diameter
     pad: list[Part] = [(rect(length, width), jitter((rng.uniform(90, 190),) * 3, rng, 15))]
     if rng.random() < 0.5:
@@ -300,7 +307,11 @@ def court_group(rng: np.random.Generator, scale: float, budget: int) -> Group:
     things = []
     for i in range(count):
         parts = court_parts(rng, length, width, surround, court)
-        things.append(_object("tennis-court", parts, 0.0, (i + 0.5 - count / 2) * pitch, (length, width), 0.0, 0.0))
+        things.append(
+            _object(
+                "tennis-court", parts, 0.0, (i + 0.5 - count / 2) * pitch, size=(length, width), angle=0.0, height=0.0
+            )
+        )
     block_l, block_w = length * 1.08, count * pitch + 0.08 * length
     if rng.random() < 0.5:
         fence, t = (45.0, 50.0, 45.0), max(0.9, 0.012 * length)

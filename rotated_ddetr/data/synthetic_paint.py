@@ -54,7 +54,7 @@ def rect(length: float, width: float, x: float = 0.0, y: float = 0.0) -> np.ndar
     return np.array([[x - dx, y - dy], [x + dx, y - dy], [x + dx, y + dy], [x - dx, y + dy]], dtype=np.float64)
 
 
-def ellipse(rx: float, ry: float, x: float = 0.0, y: float = 0.0, n: int = 0) -> np.ndarray:
+def ellipse(rx: float, ry: float, *, x: float = 0.0, y: float = 0.0, n: int = 0) -> np.ndarray:
     """(n, 2) polygon of an ellipse with radii rx, ry centred at (x, y); n defaults to a smooth count for the size."""
     n = n or int(np.clip(2.5 * max(rx, ry), 12, 64))
     t = np.linspace(0, 2 * math.pi, n, endpoint=False)

@@ -209,6 +209,6 @@ def tree_cluster(rng: np.random.Generator, scale: float, radius: float | None = 
     for _ in range(crowns):
         r = rng.uniform(2.5, 7.0) * scale
         x, y = rng.normal(0, radius / 2.5, 2)
-        parts.append((ellipse(r, r * rng.uniform(0.85, 1.0), x, y), jitter(base, rng, 14)))
-        parts.append((ellipse(r * 0.45, r * 0.45, x - 0.25 * r, y - 0.25 * r), shade(jitter(base, rng, 10), 1.25)))
+        parts.append((ellipse(r, r * rng.uniform(0.85, 1.0), x=x, y=y), jitter(base, rng, 14)))
+        parts.append((ellipse(r * 0.45, r * 0.45, x=x - 0.25 * r, y=y - 0.25 * r), shade(jitter(base, rng, 10), 1.25)))
     return Thing(np.array([0.0, 0.0, 2 * radius, 2 * radius, 0.0]), parts, layer=3, height=rng.uniform(3, 8) * scale)

@@ -91,6 +91,7 @@ class Augment:
 
     def __init__(
         self,
+        *,
         hflip: float = 0.5,
         vflip: float = 0.5,
         rot90: float = 0.5,

@@ -178,14 +178,16 @@ def eval_dota(
     labels: str | os.PathLike | Mapping[str, DotaLabels],
     imageset: str | os.PathLike | Iterable[str] | None = None,
     metric: str = "voc07",
-    iou_thr: float = 0.5,
+    iou_threshold: float = 0.5,
     classes: Iterable[str] | None = None,
+    *,
+    iou_thr: float | None = None,
 ) -> dict:
     """DOTA Task1 mAP with the official devkit's semantics (DESIGN §5), equal to its `voc_eval` class by class.
 
     Per class, detections sorted by decreasing score (the devkit's `np.argsort(-score)`, ties included) each take
     the ground truth of their image with the highest polygon IoU among those whose extents overlap (+1 pixel
-    convention); a true positive if that IoU > iou_thr and the object is free, a false positive otherwise; objects
+    convention); a true positive if that IoU > iou_threshold and the object is free, a false positive otherwise; objects
     with difficult != 0 are not counted and detections taking them are neither.
 
     Args:
@@ -193,13 +195,15 @@ def eval_dota(
         labels: a `labelTxt` folder (or a dataset root holding one), or {image name: DotaLabels}.
         imageset: a file with one image name per line, or the names; None = every image of `labels`.
         metric: "voc07" (11-point, the official server's) or "area" (area under the interpolated curve).
-        iou_thr: the IoU a true positive must exceed (strictly).
+        iou_threshold: the IoU a true positive must exceed (strictly).
         classes: the classes to evaluate; None = every class in the ground truth or the detections.
+        iou_thr: DESIGN.md §3's name of `iou_threshold`, a keyword alias; when given, it is the threshold used.
 
     Returns:
         {"mAP": mean AP over the classes with at least one non-difficult object, "AP": {class: AP} for those classes,
         "recall" / "precision": {class: value after the last detection} for those classes, "num_gt": {class:
-        non-difficult objects}, "num_dets": {class: detections of evaluated images}, "metric", "iou_thr"}.
+        non-difficult objects}, "num_dets": {class: detections of evaluated images}, "metric", "iou_thr" (the
+        threshold used)}.
 
     Raises:
         ValueError: unknown metric, threshold outside [0, 1), or no class with a non-difficult object.
@@ -207,8 +211,9 @@ def eval_dota(
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-    if not 0.0 <= iou_thr < 1.0:
-        raise ValueError(f"iou_thr must be in [0, 1), got {iou_thr}")
+    iou_threshold = iou_threshold if iou_thr is None else iou_thr
+    if not 0.0 <= iou_threshold < 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
     gt = load_ground_truth(labels, imageset)
     det_sets = read_task1(dets) if not isinstance(dets, Mapping) else dict(dets)
     if not det_sets:
@@ -219,7 +224,8 @@ def eval_dota(
     n_img = max(len(gt), 1)
     g_stats, d_stats = polygon_stats(g["polygons"]), polygon_stats(d["polygons"])
     di, gi = candidate_pairs(g_stats, g["cls"] * n_img + g["img"], d_stats, d["cls"] * n_img + d["img"])
-    above, gt_id = best_matches(g["polygons"], d["polygons"], g_stats, d_stats, di, gi, iou_thr)
+    above, gt_id = best_matches(g["polygons"], d["polygons"], g_stats, d_stats, di, gi, iou_threshold)
     result = _score_classes(names, g, d, above, gt_id, metric)
-    result.update(metric=metric, iou_thr=float(iou_thr))
+    # The result key stays "iou_thr": metrics.json files written before the rename use it, and readers rely on it.
+    result.update(metric=metric, iou_thr=float(iou_threshold))
     return result

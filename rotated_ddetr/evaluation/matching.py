@@ -119,9 +119,9 @@ def best_matches(
     d: PolygonStats,
     di: np.ndarray,
     gi: np.ndarray,
-    iou_thr: float,
+    iou_threshold: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each detection: does its best candidate exceed `iou_thr`, and which ground truth is it (the devkit's).
+    """For each detection: does its best candidate exceed `iou_threshold`, and which ground truth is it (the devkit's).
 
     IoUs come vectorised from `polygon_iou_pairs` for the pairs whose upper bound can pass the threshold; where
     the devkit's own rounding could change the outcome (an IoU within its error of the threshold, a near-tie for the
@@ -130,16 +130,16 @@ def best_matches(
     Args:
         gt_polygons: (G, 8). det_polygons: (D, 8). g, d: their `polygon_stats`.
         di, gi: (P,) candidate pairs from `candidate_pairs` (detection indices ascending).
-        iou_thr: the threshold.
+        iou_threshold: the threshold.
 
     Returns:
-        (D,) bool, IoU with the chosen ground truth > iou_thr; (D,) int64, the chosen ground truth (-1: none).
+        (D,) bool, IoU with the chosen ground truth > iou_threshold; (D,) int64, the chosen ground truth (-1: none).
     """
     n = len(det_polygons)
     above, gt_id = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
     if len(di) == 0:
         return above, gt_id
-    sel = np.nonzero(_upper_bounds(g, d, di, gi) > iou_thr)[0]
+    sel = np.nonzero(_upper_bounds(g, d, di, gi) > iou_threshold)[0]
     iou, err = polygon_iou_pairs(gt_polygons[gi[sel]], det_polygons[di[sel]])
     s_det, s_gt = di[sel], gi[sel]
     if len(s_det):
@@ -152,13 +152,13 @@ def best_matches(
         dets = s_det[starts]
         critical = (
             ~np.isfinite(det_err)
-            | (np.abs(best - iou_thr) <= det_err)
-            | ((best > iou_thr - det_err) & (second >= best - 2 * det_err))
+            | (np.abs(best - iou_threshold) <= det_err)
+            | ((best > iou_threshold - det_err) & (second >= best - 2 * det_err))
         )
-        above[dets], gt_id[dets] = best > iou_thr, best_gt
+        above[dets], gt_id[dets] = best > iou_threshold, best_gt
         redo = dets[critical]
         bounds = np.searchsorted(di, np.stack((redo, redo + 1)))
         for d_idx, lo, hi in zip(redo.tolist(), *bounds.tolist(), strict=True):
             ovmax, gt_id[d_idx] = _devkit_best(gt_polygons, det_polygons, d_idx, np.sort(gi[lo:hi]))
-            above[d_idx] = ovmax > iou_thr
+            above[d_idx] = ovmax > iou_threshold
     return above, gt_id

@@ -35,6 +35,7 @@ def predict_folder(
     model: nn.Module,
     root: str | os.PathLike,
     classes: Sequence[str],
+    *,
     scale: float = 1.0,
     batch_size: int = 2,
     top_k: int = 300,
@@ -96,5 +97,5 @@ def evaluate_model(
     Returns:
         (the `eval_dota` result, the detections).
     """
-    detections = predict_folder(model, root, classes, scale, **predict_kwargs)
+    detections = predict_folder(model, root, classes, scale=scale, **predict_kwargs)
     return eval_dota(detections, os.path.join(root, "labelTxt"), classes=list(classes)), detections

@@ -1,6 +1,6 @@
 """The rotated Deformable DETR model: images -> per-layer class logits and normalised rboxes (`DetectorOutput`)."""
 
-from rotated_ddetr.config import ModelConfig, tiny_config
+from rotated_ddetr.config import ModelConfig
 from rotated_ddetr.model.detector import Detector, DetectorOutput, build_model
 
-__all__ = ["Detector", "DetectorOutput", "ModelConfig", "build_model", "tiny_config"]
+__all__ = ["Detector", "DetectorOutput", "ModelConfig", "build_model"]

@@ -61,6 +61,7 @@ class ResNetBackbone(nn.Module):
     def __init__(
         self,
         depth: int = 50,
+        *,
         pretrained: str | None = None,
         frozen_stages: int = 1,
         norm: str = "frozen",

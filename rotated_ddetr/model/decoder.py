@@ -24,7 +24,7 @@ class DeformableDecoderLayer(nn.Module):
         dropout: dropout probability.
     """
 
-    def __init__(self, cross_attn: RotatedMSDeformAttn, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
+    def __init__(self, cross_attn: RotatedMSDeformAttn, *, d_model: int, n_heads: int, ffn_dim: int, dropout: float):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)

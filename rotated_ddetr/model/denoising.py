@@ -68,7 +68,9 @@ class QueryDenoising(nn.Module):
         label_noise: probability of a flipped label.
     """
 
-    def __init__(self, num_classes: int, d_model: int, groups: int, box_noise: float = 0.4, label_noise: float = 0.2):
+    def __init__(
+        self, *, num_classes: int, d_model: int, groups: int, box_noise: float = 0.4, label_noise: float = 0.2
+    ) -> None:
         super().__init__()
         self.num_classes, self.groups = num_classes, groups
         self.box_noise, self.label_noise = box_noise, label_noise

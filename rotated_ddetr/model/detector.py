@@ -92,6 +92,7 @@ class Detector(nn.Module):
         encoder: DeformableEncoder,
         decoder: RotatedDecoder,
         proposals: TwoStageProposals | None,
+        *,
         d_model: int,
         num_queries: int,
         n_points: int,
@@ -186,26 +187,33 @@ def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask:
 
 def build_model(cfg: ModelConfig) -> Detector:
     """Builds a `Detector` from a `ModelConfig` with plain constructor calls."""
-    backbone = ResNetBackbone(cfg.depth, cfg.pretrained, cfg.frozen_stages, cfg.backbone_norm, cfg.backbone_stages)
+    backbone = ResNetBackbone(cfg.depth, pretrained=cfg.pretrained, frozen_stages=cfg.frozen_stages,
+                              norm=cfg.backbone_norm, stages=cfg.backbone_stages)  # fmt: skip
     projection = MultiScaleProjection(backbone.out_channels, cfg.d_model, cfg.n_levels)
 
     def attention() -> RotatedMSDeformAttn:
-        return RotatedMSDeformAttn(cfg.d_model, cfg.n_levels, cfg.n_heads, cfg.n_points)
+        return RotatedMSDeformAttn(
+            d_model=cfg.d_model, n_levels=cfg.n_levels, n_heads=cfg.n_heads, n_points=cfg.n_points
+        )
 
     encoder = DeformableEncoder(
-        [DeformableEncoderLayer(attention(), cfg.d_model, cfg.ffn_dim, cfg.dropout) for _ in range(cfg.enc_layers)]
-    )
+        [DeformableEncoderLayer(attention(), d_model=cfg.d_model, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout)
+         for _ in range(cfg.enc_layers)]
+    )  # fmt: skip
     dec_layers = [
-        DeformableDecoderLayer(attention(), cfg.d_model, cfg.n_heads, cfg.ffn_dim, cfg.dropout)
+        DeformableDecoderLayer(attention(), d_model=cfg.d_model, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
+                               dropout=cfg.dropout)
         for _ in range(cfg.dec_layers)
-    ]
+    ]  # fmt: skip
     decoder = RotatedDecoder(dec_layers, cfg.d_model, cfg.num_classes, cfg.box_refine)
     proposals = None
     if cfg.two_stage:
-        proposals = TwoStageProposals(cfg.d_model, cfg.num_classes, cfg.num_queries, cfg.proposal_nms_iou)
+        proposals = TwoStageProposals(d_model=cfg.d_model, num_classes=cfg.num_classes, num_queries=cfg.num_queries,
+                                      nms_iou=cfg.proposal_nms_iou)  # fmt: skip
     denoising = None
     if cfg.dn_groups > 0:
-        denoising = QueryDenoising(cfg.num_classes, cfg.d_model, cfg.dn_groups, cfg.dn_box_noise, cfg.dn_label_noise)
+        denoising = QueryDenoising(num_classes=cfg.num_classes, d_model=cfg.d_model, groups=cfg.dn_groups,
+                                   box_noise=cfg.dn_box_noise, label_noise=cfg.dn_label_noise)  # fmt: skip
     return Detector(
         backbone,
         projection,
@@ -213,8 +221,8 @@ def build_model(cfg: ModelConfig) -> Detector:
         encoder,
         decoder,
         proposals,
-        cfg.d_model,
-        cfg.num_queries,
-        cfg.n_points,
-        denoising,
+        d_model=cfg.d_model,
+        num_queries=cfg.num_queries,
+        n_points=cfg.n_points,
+        denoising=denoising,
     )

@@ -55,7 +55,7 @@ class DeformableEncoderLayer(nn.Module):
         dropout: dropout probability.
     """
 
-    def __init__(self, self_attn: RotatedMSDeformAttn, d_model: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, self_attn: RotatedMSDeformAttn, *, d_model: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.self_attn = self_attn
         self.norm1 = nn.LayerNorm(d_model)
@@ -112,7 +112,7 @@ class TwoStageProposals(nn.Module):
 
     PRE_NMS = 1000
 
-    def __init__(self, d_model: int, num_classes: int, num_queries: int, nms_iou: float = 0.0) -> None:
+    def __init__(self, *, d_model: int, num_classes: int, num_queries: int, nms_iou: float = 0.0) -> None:
         super().__init__()
         self.num_queries, self.nms_iou = num_queries, nms_iou
         self.proj = nn.Linear(d_model, d_model)

@@ -2,7 +2,7 @@
 
 Each decoder layer and the two-stage encoder proposals are matched by the Hungarian matcher (or, for the proposals,
 optionally one-to-many at every token by a `TopKAssigner`), then scored with the sigmoid focal loss, L1 on normalised
-(cx, cy, w, h) and the KLD rotated overlap loss on pixel rboxes.
+(cx, cy, w, h) and the KLD loss (a rotated overlap) on pixel rboxes.
 """
 
 import torch
@@ -15,8 +15,8 @@ from rotated_ddetr.model.denoising import DenoisingOutput
 from rotated_ddetr.model.detector import DenseProposals, DetectorOutput
 from rotated_ddetr.structures import Target, stack_image_sizes
 from rotated_ddetr.training.assigner import TopKAssigner
+from rotated_ddetr.training.kld import kld_loss
 from rotated_ddetr.training.matcher import HungarianMatcher
-from rotated_ddetr.training.overlap import kld_loss
 
 
 def average_num_boxes(targets: list[Target], device: torch.device) -> torch.Tensor:
@@ -27,12 +27,13 @@ def average_num_boxes(targets: list[Target], device: torch.device) -> torch.Tens
 class SetCriterion(nn.Module):
     """DETR's set loss for rotated boxes, with auxiliary losses for every decoder layer and the encoder proposals.
 
-    Overlap term: the KLD loss (`rotated_ddetr.training.overlap.kld_loss`). Unlike a smooth L1 on angles it depends
-    only on the rectangles, so it is continuous across the angle boundary (a = +-pi/2) and where w ~ h (the Gaussian
-    turns isotropic, so the angle stops mattering instead of jumping); it is scale invariant (small vehicles and large
-    harbours weigh alike) and couples centre, size and angle errors through the target's covariance (Yang et al.
-    2021). Pure PyTorch, so it differentiates where the compiled rotated IoU does not. The price of continuity: while a
-    predicted box is square its angle gets no gradient (at init all boxes are; the size terms move them off square).
+    KLD term: the KLD loss (`rotated_ddetr.training.kld.kld_loss`), a rotated overlap loss. Unlike a smooth L1 on angles
+    it depends only on the rectangles, so it is continuous across the angle boundary (a = +-pi/2) and where w ~ h (the
+    Gaussian turns isotropic, so the angle stops mattering instead of jumping); it is scale invariant (small vehicles
+    and large harbours weigh alike) and couples centre, size and angle errors through the target's covariance (Yang et
+    al. 2021). Pure PyTorch, so it differentiates where the compiled rotated IoU does not. The price of continuity:
+    while a predicted box is square its angle gets no gradient (at init all boxes are; the size terms move them off
+    square).
 
     Optional angle term (`angle_weight` > 0): |wrap(a_pred - a_target)| (radians, wrapped to [-pi/2, pi/2)) against
     the canonical target, weighted by the target's anisotropy 1 - h/w (0 for squares, whose angle means nothing).
@@ -41,7 +42,7 @@ class SetCriterion(nn.Module):
     compares the prediction as parameterised with the canonical target, so it prefers predictions with w >= h.
 
     Every head (each decoder layer, the encoder proposals) gets the same weights; the total is
-    sum over heads of class_weight * focal + l1_weight * L1 + overlap_weight * KLD (+ angle_weight * angle), each
+    sum over heads of class_weight * focal + l1_weight * L1 + kld_weight * KLD (+ angle_weight * angle), each
     divided by the number of target boxes averaged over ranks.
 
     Args:
@@ -49,7 +50,7 @@ class SetCriterion(nn.Module):
         num_classes: object classes.
         class_weight: weight of the sigmoid focal loss.
         l1_weight: weight of the L1 loss on normalised (cx, cy, w, h).
-        overlap_weight: weight of the KLD overlap loss.
+        kld_weight: weight of the KLD loss.
         angle_weight: weight of the anisotropy-weighted angle loss (0 leaves it out, and out of the loss dict).
         focal_alpha: alpha of the focal loss.
         focal_gamma: gamma of the focal loss.
@@ -61,9 +62,10 @@ class SetCriterion(nn.Module):
         self,
         matcher: HungarianMatcher,
         num_classes: int,
+        *,
         class_weight: float = 2.0,
         l1_weight: float = 5.0,
-        overlap_weight: float = 2.0,
+        kld_weight: float = 2.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         angle_weight: float = 0.0,
@@ -71,7 +73,7 @@ class SetCriterion(nn.Module):
     ) -> None:
         super().__init__()
         self.matcher, self.num_classes, self.assigner = matcher, num_classes, assigner
-        self.weights = {"class": class_weight, "l1": l1_weight, "overlap": overlap_weight}
+        self.weights = {"class": class_weight, "l1": l1_weight, "kld": kld_weight}
         if angle_weight:
             self.weights["angle"] = angle_weight
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
@@ -84,7 +86,7 @@ class SetCriterion(nn.Module):
             targets: one `Target` per image (normalised rboxes, valid image size).
 
         Returns:
-            "loss": the weighted total to back-propagate; "loss_{class,l1,overlap[,angle]}" for the last decoder layer,
+            "loss": the weighted total to back-propagate; "loss_{class,l1,kld[,angle]}" for the last decoder layer,
             "..._{i}" for decoder layer i < last, "..._enc" for the encoder proposals, "..._dn" and "..._dn_{i}" for
             the denoising queries when present (all unweighted, for logging).
         """
@@ -147,7 +149,7 @@ class SetCriterion(nn.Module):
         num_boxes: torch.Tensor,
         valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted losses of one head: logits (B, Q, C), normalised rboxes (B, Q, 5) -> class, l1, overlap.
+        """Unweighted losses of one head: logits (B, Q, C), normalised rboxes (B, Q, 5) -> class, l1, kld.
 
         `matches` pairs queries with targets per image; `valid` (B, Q) bool limits the class loss (None: all).
         """
@@ -166,8 +168,8 @@ class SetCriterion(nn.Module):
         l1 = (pred[:, :4] - tgt[:, :4]).abs().sum()
         sizes = stack_image_sizes(targets, pred, repeats=[len(q) for q, _ in matches])  # (K, 2)
         pred_px, tgt_px = denormalize_rboxes(pred, sizes), denormalize_rboxes(tgt, sizes)
-        overlap = kld_loss(pred_px, tgt_px).sum()
-        losses = {"class": focal / num_boxes, "l1": l1 / num_boxes, "overlap": overlap / num_boxes}
+        kld = kld_loss(pred_px, tgt_px).sum()
+        losses = {"class": focal / num_boxes, "l1": l1 / num_boxes, "kld": kld / num_boxes}
         if "angle" in self.weights:
             losses["angle"] = angle_loss(pred_px, tgt_px).sum() / num_boxes
         return losses

@@ -1,4 +1,4 @@
-"""The training loop: a resolved `Config` -> checkpoints, `config.json`, `log.jsonl` and TensorBoard in output_dir.
+"""The training loop: a resolved `Config` -> checkpoints, `config.json`, `log.jsonl` and TensorBoard in output.dir.
 
 Set-up (seeds, data, model, AdamW, step schedule, grad scaler, resume) -> epochs of `Trainer.step` -> a checkpoint
 after every epoch (and when `train.max_minutes` runs out) -> periodic DOTA mAP on `data.val_root`.
@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rotated_ddetr.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
-from rotated_ddetr.config import Config, TrainConfig
+from rotated_ddetr.config import Config, LossConfig, OptimConfig
 from rotated_ddetr.data.batching import Batch, collate
 from rotated_ddetr.data.dataset import DotaDataset
 from rotated_ddetr.data.transforms import Augment
@@ -51,29 +51,33 @@ class SetupError(ValueError):
     """Training cannot start: a missing or malformed dataset, or a checkpoint that does not fit (message says which)."""
 
 
-def build_criterion(train: TrainConfig, num_classes: int) -> SetCriterion:
+def build_criterion(loss: LossConfig, num_classes: int) -> SetCriterion:
     """The set criterion, its Hungarian matcher and (with `enc_positives`) its dense assigner, configured."""
-    matcher = HungarianMatcher(train.match_class_weight, train.match_l1_weight, train.match_iou_weight,
-                               train.match_gaussian_weight, train.focal_alpha, train.focal_gamma)  # fmt: skip
-    assigner = TopKAssigner(matcher, train.enc_positives) if train.enc_positives else None
-    return SetCriterion(matcher, num_classes, train.class_weight, train.l1_weight, train.overlap_weight,
-                        train.focal_alpha, train.focal_gamma, train.angle_weight, assigner)  # fmt: skip
+    matcher = HungarianMatcher(
+        class_weight=loss.match_class_weight, l1_weight=loss.match_l1_weight, iou_weight=loss.match_iou_weight,
+        kld_weight=loss.match_kld_weight, focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma,
+    )  # fmt: skip
+    assigner = TopKAssigner(matcher, k=loss.enc_positives) if loss.enc_positives else None
+    return SetCriterion(
+        matcher, num_classes, class_weight=loss.class_weight, l1_weight=loss.l1_weight, kld_weight=loss.kld_weight,
+        focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma, angle_weight=loss.angle_weight, assigner=assigner,
+    )  # fmt: skip
 
 
-def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     """AdamW with two parameter groups: the backbone at `lr_backbone`, everything else at `lr`."""
     backbone, rest = [], []
     for name, parameter in unwrap(model).named_parameters():
         if parameter.requires_grad:
             (backbone if name.startswith("backbone.") else rest).append(parameter)
-    groups = [{"params": rest, "lr": train.lr}]
-    if backbone and train.lr_backbone > 0:
-        groups.append({"params": backbone, "lr": train.lr_backbone})
+    groups = [{"params": rest, "lr": optim.lr}]
+    if backbone and optim.lr_backbone > 0:
+        groups.append({"params": backbone, "lr": optim.lr_backbone})
     elif backbone:
         for parameter in backbone:
             parameter.requires_grad_(False)  # lr_backbone = 0: a frozen backbone
     # The fused kernel (CPU and CUDA) is several times faster than the per-tensor loop torch uses by default on CPU.
-    return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay, fused=True)
+    return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=True)
 
 
 class LrSchedule:
@@ -85,12 +89,12 @@ class LrSchedule:
 
     Args:
         steps_per_epoch: optimiser steps per epoch.
-        train: the training config (warmup_steps, lr_drop, lr_drop_factor).
+        optim: the optimisation config (warmup_steps, lr_drop, lr_drop_factor).
     """
 
-    def __init__(self, steps_per_epoch: int, train: TrainConfig) -> None:
-        self.warmup_steps, self.drop_factor = train.warmup_steps, train.lr_drop_factor
-        self.drop_step = train.lr_drop * steps_per_epoch if train.lr_drop > 0 else None
+    def __init__(self, steps_per_epoch: int, optim: OptimConfig) -> None:
+        self.warmup_steps, self.drop_factor = optim.warmup_steps, optim.lr_drop_factor
+        self.drop_step = optim.lr_drop * steps_per_epoch if optim.lr_drop > 0 else None
 
     def __call__(self, step: int) -> float:
         warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
@@ -123,7 +127,7 @@ class Trainer:
         """Trains on one batch.
 
         Returns:
-            "loss" (weighted total), "loss_class", "loss_l1", "loss_overlap" (and "loss_angle" when weighted) of
+            "loss" (weighted total), "loss_class", "loss_l1", "loss_kld" (and "loss_angle" when weighted) of
             the last decoder layer (unweighted),
             "grad_norm" (before clipping; 0 when clipping is off) and "lr" of the transformer group.
 
@@ -137,7 +141,7 @@ class Trainer:
         losses = self.criterion(_as_float32(outputs), batch.targets)
         loss = losses["loss"]
         if not torch.isfinite(loss) and not self.scaler.is_enabled():
-            raise FloatingPointError(f"non-finite loss {loss.item()}: lower train.lr or train.clip_max_norm")
+            raise FloatingPointError(f"non-finite loss {loss.item()}: lower optim.lr or optim.clip_max_norm")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         grad_norm = 0.0
@@ -198,7 +202,7 @@ class _Run:
     batches_done: int = 0
     metrics: dict | None = None
     deadline: float | None = None  # time.monotonic() at which training stops (train.max_minutes)
-    drop_time: float | None = None  # ... at which the learning rates drop (train.lr_drop_time), until done
+    drop_time: float | None = None  # ... at which the learning rates drop (optim.lr_drop_time), until done
 
 
 def _seed(seed: int) -> None:
@@ -213,7 +217,8 @@ def _dataset(cfg: Config) -> DotaDataset:
         raise SetupError("data.train_root is not set (the training dataset folder: images/ and labelTxt/)")
     if d.val_root is not None and not Path(d.val_root, "labelTxt").is_dir():
         raise SetupError(f"data.val_root {d.val_root}: no labelTxt/ folder (expected DOTA layout)")
-    augment = Augment(d.hflip, d.vflip, d.rot90, d.rotate, d.rotate_degrees, d.scale_jitter)
+    augment = Augment(hflip=d.hflip, vflip=d.vflip, rot90=d.rot90, rotate=d.rotate, degrees=d.rotate_degrees,
+                      scale_jitter=d.scale_jitter)  # fmt: skip
     try:
         return DotaDataset(d.train_root, d.classes, d.drop_difficult, d.keep_empty, d.scale, augment, cfg.train.seed)
     except (OSError, ValueError) as error:
@@ -229,12 +234,13 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
         model = build_model(cfg.model).to(ctx.device)
     except (OSError, ValueError) as error:  # e.g. model.pretrained missing or not a fitting ResNet
         raise SetupError(f"model: {error}") from error
-    optimizer = build_optimizer(model, t)
+    optimizer = build_optimizer(model, cfg.optim)
     steps_per_epoch = math.ceil(math.ceil(len(dataset) / ctx.world_size) / t.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(steps_per_epoch, t))
-    criterion = build_criterion(t, cfg.model.num_classes)
-    trainer = Trainer(wrap_model(model, ctx), criterion, optimizer, scheduler, t.amp, t.clip_max_norm, ctx.device)
-    output = Path(t.output_dir)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(steps_per_epoch, cfg.optim))
+    criterion = build_criterion(cfg.loss, cfg.model.num_classes)
+    trainer = Trainer(wrap_model(model, ctx), criterion, optimizer, scheduler, t.amp, cfg.optim.clip_max_norm,
+                      ctx.device)  # fmt: skip
+    output = Path(cfg.output.dir)
     run = _Run(cfg, ctx, trainer, dataset, train_sampler(dataset, ctx, t.seed), RunLogger(output, ctx.is_main), output)
     _seed(t.seed + 1 + ctx.rank)  # dropout etc. differ between ranks
     if resume is not None:
@@ -294,7 +300,7 @@ def _save(run: _Run, end_of_epoch: bool) -> Path:
             with open(target, "rb") as src, atomic_open(last, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             numbered = sorted(run.output.glob("checkpoint_[0-9][0-9][0-9][0-9].pth"))
-            for old in numbered[: -run.cfg.train.keep_last] if run.cfg.train.keep_last else []:
+            for old in numbered[: -run.cfg.output.keep_last] if run.cfg.output.keep_last else []:
                 old.unlink()
     barrier(run.ctx)
     return last
@@ -302,19 +308,18 @@ def _save(run: _Run, end_of_epoch: bool) -> Path:
 
 def _evaluate(run: _Run) -> None:
     """DOTA mAP of the current model on data.val_root (rank 0; the others wait)."""
-    d, t = run.cfg.data, run.cfg.train
+    d, e = run.cfg.data, run.cfg.eval
     if run.ctx.is_main:
         model = unwrap(run.trainer.model)
-        result, _ = evaluate_model(model, d.val_root, d.classes, d.scale, batch_size=t.batch_size,
-                                   top_k=t.eval_top_k, score_threshold=t.eval_score_thr,
-                                   nms_iou=t.eval_nms_iou)  # fmt: skip
+        result, _ = evaluate_model(model, d.val_root, d.classes, d.scale, batch_size=run.cfg.train.batch_size,
+                                   top_k=e.top_k, score_threshold=e.score_threshold, nms_iou=e.nms_iou)  # fmt: skip
         run.metrics = {"mAP": result["mAP"], **{f"AP/{k}": v for k, v in result["AP"].items()}}
         run.logger.log("eval", run.step, {"epoch": run.epoch, **run.metrics})
     barrier(run.ctx)
 
 
 def _drop_lr(run: _Run) -> None:
-    """Drops the learning rates from the next step on (the time-budget drop, `train.lr_drop_time`)."""
+    """Drops the learning rates from the next step on (the time-budget drop, `optim.lr_drop_time`)."""
     scheduler = run.trainer.scheduler
     for schedule in scheduler.lr_lambdas:
         schedule.drop_from(run.step)
@@ -326,7 +331,7 @@ def _drop_lr(run: _Run) -> None:
 
 def _train_epoch(run: _Run, bar: tqdm) -> bool:
     """Trains the rest of the current epoch; True when the deadline stopped it early."""
-    t = run.cfg.train
+    log_every = run.cfg.output.log_every
     last_log, images_since = time.perf_counter(), 0
     for batch in _loader(run):
         values = run.trainer.step(batch)
@@ -334,7 +339,7 @@ def _train_epoch(run: _Run, bar: tqdm) -> bool:
         images_since += len(batch)
         bar.update(1)
         bar.set_postfix(epoch=run.epoch + 1, loss=f"{values['loss']:.3f}")
-        if run.step % t.log_every == 0:
+        if run.step % log_every == 0:
             now = time.perf_counter()
             values = reduce_mean(values, run.ctx)
             rate = images_since * run.ctx.world_size / max(now - last_log, 1e-9)
@@ -365,7 +370,8 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
     t = cfg.train
     if t.max_minutes is not None:
         run.deadline = start + 60.0 * t.max_minutes
-        run.drop_time = start + 60.0 * t.max_minutes * t.lr_drop_time if t.lr_drop_time else None
+        drop_time = cfg.optim.lr_drop_time
+        run.drop_time = start + 60.0 * t.max_minutes * drop_time if drop_time else None
     steps_per_epoch = math.ceil(len(run.sampler) / t.batch_size)
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=run.step, disable=not (progress and ctx.is_main),
                unit="step", dynamic_ncols=True)  # fmt: skip
@@ -383,7 +389,7 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
             run.epoch, run.batches_done = run.epoch + 1, 0
             checkpoint = _save(run, end_of_epoch=True)
             run.logger.log("epoch", run.step, {"epoch": run.epoch, "minutes": (time.monotonic() - start) / 60})
-            due = t.eval_every and run.epoch % t.eval_every == 0
+            due = cfg.eval.every and run.epoch % cfg.eval.every == 0
             if cfg.data.val_root is not None and not stopped and (due or run.epoch == t.epochs):
                 _evaluate(run)
     finally:

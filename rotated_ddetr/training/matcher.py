@@ -11,7 +11,7 @@ from torch import nn
 from rotated_ddetr.boxes import denormalize_rboxes
 from rotated_ddetr.ops import box_iou_rotated
 from rotated_ddetr.structures import Target, stack_image_sizes
-from rotated_ddetr.training.overlap import kld_loss
+from rotated_ddetr.training.kld import kld_loss
 
 
 class HungarianMatcher(nn.Module):
@@ -28,23 +28,24 @@ class HungarianMatcher(nn.Module):
         class_weight: weight of the focal classification cost.
         l1_weight: weight of the L1 cost on normalised (cx, cy, w, h).
         iou_weight: weight of 1 - rotated IoU (pixel rboxes, `rotated_ddetr.ops.box_iou_rotated`).
-        gaussian_weight: weight of the KLD loss between pixel rboxes (0 disables it).
+        kld_weight: weight of the KLD loss between pixel rboxes (0 disables it).
         focal_alpha: alpha of the focal cost.
         focal_gamma: gamma of the focal cost.
     """
 
     def __init__(
         self,
+        *,
         class_weight: float = 2.0,
         l1_weight: float = 5.0,
         iou_weight: float = 2.0,
-        gaussian_weight: float = 0.0,
+        kld_weight: float = 0.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
         self.class_weight, self.l1_weight = class_weight, l1_weight
-        self.iou_weight, self.gaussian_weight = iou_weight, gaussian_weight
+        self.iou_weight, self.kld_weight = iou_weight, kld_weight
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
     @torch.no_grad()
@@ -73,8 +74,8 @@ class HungarianMatcher(nn.Module):
         cost = self.class_weight * (pos[:, labels] - neg[:, labels])
         cost = cost + self.l1_weight * torch.cdist(pred[:, :4], tgt[:, :4], p=1)
         cost = cost + self.iou_weight * (1 - box_iou_rotated(pred_px, tgt_px))
-        if self.gaussian_weight:
-            cost = cost + self.gaussian_weight * kld_loss(pred_px[:, None], tgt_px[None])
+        if self.kld_weight:
+            cost = cost + self.kld_weight * kld_loss(pred_px[:, None], tgt_px[None])
         return cost.view(b, q, -1)
 
     @torch.no_grad()

@@ -100,8 +100,8 @@ def test_every_class_sizes_and_difficulty(sample_set):
 
 
 def test_files_round_trip_and_workers_do_not_matter(tmp_path: Path):
-    counts = write_dataset(tmp_path / "one", 4, 256, seed=9, progress=False)
-    write_dataset(tmp_path / "two", 4, 256, seed=9, workers=2, progress=False)
+    counts = write_dataset(tmp_path / "one", 4, size=256, seed=9, progress=False)
+    write_dataset(tmp_path / "two", 4, size=256, seed=9, workers=2, progress=False)
     names = sorted(p.name for p in (tmp_path / "one" / "images").iterdir())
     assert names == [f"synth_{i:05d}.png" for i in range(4)]
     for sub in ("images", "labelTxt"):
@@ -150,7 +150,7 @@ def test_scene_as_geotiff_equals_png(tmp_path: Path):
 
 
 def test_the_splitter_reads_it(tmp_path: Path):
-    write_dataset(tmp_path / "syn", 2, 700, seed=3, progress=False)
+    write_dataset(tmp_path / "syn", 2, size=700, seed=3, progress=False)
     counts = split_dataset(tmp_path / "syn", tmp_path / "tiles", SplitOptions(tile_size=512, gap=100), progress=False)
     assert (counts.images, counts.written) == (2, 8)
     scene = read_dota_labels(tmp_path / "syn" / "labelTxt" / "synth_00000.txt")

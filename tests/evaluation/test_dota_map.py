@@ -100,6 +100,10 @@ def test_threshold_is_strict():
     dets = dets_of([("a", "I", 0.5, det)])
     assert eval_dota(dets, labels, iou_thr=0.5)["AP"]["a"] == 0.0
     assert eval_dota(dets, labels, iou_thr=0.4999)["AP"]["a"] == pytest.approx(1.0, abs=1e-12)
+    # iou_threshold is the name, iou_thr (DESIGN.md §3) its keyword alias; the result records it as "iou_thr".
+    assert eval_dota(dets, labels, iou_threshold=0.4999)["AP"]["a"] == pytest.approx(1.0, abs=1e-12)
+    assert eval_dota(dets, labels, ["I"], "voc07", 0.5)["AP"]["a"] == 0.0  # positional, as before
+    assert eval_dota(dets, labels, iou_threshold=0.4)["iou_thr"] == 0.4
 
 
 def test_best_match_taken_means_false_positive_without_fallback():

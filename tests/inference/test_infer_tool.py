@@ -14,11 +14,12 @@ import torch
 from rasterio.transform import Affine
 
 from rotated_ddetr.checkpoint import save_checkpoint
-from rotated_ddetr.config import Config, tiny_config
+from rotated_ddetr.config import Config
 from rotated_ddetr.data.dota import read_task1
 from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES
 from rotated_ddetr.inference.predictor import Predictor
 from rotated_ddetr.model import DetectorOutput, build_model
+from tests.small_model import small_test_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def test_predictor_maps_the_input_scale_back_to_tile_pixels(scale):
 def checkpoint(tmp_path_factory):
     """A tiny model with random weights, saved as tools/train.py saves checkpoints."""
     cfg = Config()
-    cfg.model = tiny_config(len(SYNTHETIC_CLASSES))
+    cfg.model = small_test_model_config(len(SYNTHETIC_CLASSES))
     cfg.data.classes = SYNTHETIC_CLASSES
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"

@@ -6,10 +6,11 @@ import math
 import torch
 
 from rotated_ddetr.boxes import denormalize_rboxes
-from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.model import build_model
 from rotated_ddetr.model.denoising import QueryDenoising
 from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
+from tests.small_model import small_test_model_config
 
 TARGETS = [
     Target(labels=torch.tensor([0, 2]), rboxes=torch.tensor([[0.3, 0.4, 0.3, 0.1, 0.5], [0.6, 0.7, 0.2, 0.1, -1.2]]),
@@ -52,7 +53,8 @@ def test_noise_bounds_and_zero_noise():
 
 def test_detector_matching_outputs_unaffected_and_losses():
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config(3), num_queries=20, dn_groups=2, two_stage=False, backbone_norm="batch")
+    cfg = small_test_model_config(3)
+    cfg = dataclasses.replace(cfg, num_queries=20, dn_groups=2, two_stage=False, backbone_norm="batch")
     model = build_model(cfg).train()
     images = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
@@ -64,6 +66,6 @@ def test_detector_matching_outputs_unaffected_and_losses():
     assert model.eval()(images, targets=TARGETS).denoising is None  # inference never denoises
     model.train()
     losses = SetCriterion(HungarianMatcher(), 3)(model(images, targets=TARGETS), TARGETS)
-    assert {"loss_class_dn", "loss_l1_dn_0", "loss_overlap_dn"} <= set(losses)
+    assert {"loss_class_dn", "loss_l1_dn_0", "loss_kld_dn"} <= set(losses)
     losses["loss"].backward()
     assert model.denoising.label_embed.weight.grad.abs().sum() > 0

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from rotated_ddetr.model import DetectorOutput, build_model, tiny_config
+from rotated_ddetr.model import DetectorOutput, build_model
 from rotated_ddetr.model.heads import refine_rboxes
 from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
+from tests.small_model import small_test_model_config
 
 NUM_CLASSES = 3
 
@@ -36,7 +37,7 @@ def _batch():
 @pytest.mark.parametrize("two_stage", [True, False])
 def test_output_shapes(two_stage):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config(NUM_CLASSES), num_queries=20, two_stage=two_stage)
+    cfg = dataclasses.replace(small_test_model_config(NUM_CLASSES), num_queries=20, two_stage=two_stage)
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model(*_batch())
@@ -55,7 +56,7 @@ def test_output_shapes(two_stage):
 @pytest.mark.parametrize("two_stage", [True, False])
 def test_forward_backward_gradients(two_stage):
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(tiny_config(NUM_CLASSES), num_queries=50, two_stage=two_stage))
+    model = build_model(dataclasses.replace(small_test_model_config(NUM_CLASSES), num_queries=50, two_stage=two_stage))
     heads = [*model.decoder.box_heads] + ([model.proposals.box_head] if two_stage else [])
     # At init every box is a square in pixels (zero deltas on square base boxes), whose Gaussian is isotropic: the
     # KLD then has no angle gradient. Nudge the heads off zero, as the first optimiser step does.
@@ -83,7 +84,7 @@ def test_forward_backward_gradients(two_stage):
 
 def test_angle_is_refined_layer_by_layer():
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(tiny_config(NUM_CLASSES), num_queries=20)).eval()
+    model = build_model(dataclasses.replace(small_test_model_config(NUM_CLASSES), num_queries=20)).eval()
     with torch.no_grad():
         for head in model.decoder.box_heads:
             head.layers[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]))  # +1 rad per layer

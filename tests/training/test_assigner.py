@@ -119,7 +119,7 @@ def test_dense_losses_replace_the_top_k_loss():
     matcher = HungarianMatcher()
     criterion = SetCriterion(matcher, num_classes=2, assigner=TopKAssigner(matcher, k=4))
     losses = criterion(_outputs(_dense(rboxes, logits)), [TARGET])
-    for name in ("class", "l1", "overlap"):
+    for name in ("class", "l1", "kld"):
         assert float(losses[f"loss_{name}_enc"]) < 1e-6
     # Without the assigner the encoder loss is the one-to-one loss of the 4 top-k proposals, which are far off.
     losses = SetCriterion(matcher, num_classes=2)(_outputs(_dense(rboxes, logits)), [TARGET])

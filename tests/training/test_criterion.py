@@ -44,19 +44,19 @@ def test_perfect_predictions_have_no_box_loss():
     losses = SetCriterion(HungarianMatcher(), num_classes=3)(_outputs(*_perfect()), TARGETS)
     for suffix in ("", "_0", "_enc"):
         assert float(losses[f"loss_l1{suffix}"]) < 1e-6
-        assert float(losses[f"loss_overlap{suffix}"]) < 1e-6
+        assert float(losses[f"loss_kld{suffix}"]) < 1e-6
         assert float(losses[f"loss_class{suffix}"]) < 1e-6  # focal loss of +-20 logits: ~1e-9
 
 
 def test_keys_and_weighted_total():
-    criterion = SetCriterion(HungarianMatcher(), num_classes=3, class_weight=2.0, l1_weight=5.0, overlap_weight=3.0)
+    criterion = SetCriterion(HungarianMatcher(), num_classes=3, class_weight=2.0, l1_weight=5.0, kld_weight=3.0)
     rboxes, logits = _perfect()
     losses = criterion(_outputs(rboxes + 0.01, logits * 0.1), TARGETS)
-    names = {"class": 2.0, "l1": 5.0, "overlap": 3.0}
+    names = {"class": 2.0, "l1": 5.0, "kld": 3.0}
     expected = sum(w * losses[f"loss_{n}{s}"] for n, w in names.items() for s in ("", "_0", "_enc"))
     assert set(losses) == {"loss"} | {f"loss_{n}{s}" for n in names for s in ("", "_0", "_enc")}
     torch.testing.assert_close(losses["loss"], expected, atol=1e-5, rtol=1e-6)
-    assert float(losses["loss_l1"]) > 0 and float(losses["loss_overlap"]) > 0
+    assert float(losses["loss_l1"]) > 0 and float(losses["loss_kld"]) > 0
     # The L1 of a uniform 0.01 shift: 4 coordinates * 0.01 per box, averaged over the 3 target boxes.
     torch.testing.assert_close(losses["loss_l1"], torch.tensor(0.04), atol=1e-5, rtol=0)
 
@@ -67,7 +67,7 @@ def test_empty_targets_are_finite_and_differentiable():
     logits = torch.randn(2, 4, 3, requires_grad=True)
     losses = SetCriterion(HungarianMatcher(), num_classes=3)(_outputs(rboxes, logits, with_enc=False), empty)
     assert all(torch.isfinite(v) for v in losses.values())
-    assert losses["loss_l1"].item() == 0.0 and losses["loss_overlap"].item() == 0.0
+    assert losses["loss_l1"].item() == 0.0 and losses["loss_kld"].item() == 0.0
     losses["loss"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     assert torch.isfinite(rboxes.grad).all()
@@ -101,7 +101,7 @@ def test_angle_term_joins_the_total_when_weighted():
     rboxes, logits = _perfect()
     rboxes[..., 4] += 0.1
     losses = criterion(_outputs(rboxes, logits), TARGETS)
-    weights = {"class": 2.0, "l1": 5.0, "overlap": 2.0, "angle": 1.5}
+    weights = {"class": 2.0, "l1": 5.0, "kld": 2.0, "angle": 1.5}
     expected = sum(w * losses[f"loss_{n}{s}"] for n, w in weights.items() for s in ("", "_0", "_enc"))
     torch.testing.assert_close(losses["loss"], expected, atol=1e-5, rtol=1e-6)
     # Targets: 24 x 8 px (anisotropy 2/3, off by 0.1); 12 x 24 px at -pi/2, canonical 24 x 12 at 0 (1/2), which the

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from rotated_ddetr.checkpoint import load_checkpoint
-from rotated_ddetr.config import TrainConfig
+from rotated_ddetr.config import OptimConfig
 from rotated_ddetr.distributed import init_distributed
-from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.model import build_model
 from rotated_ddetr.training.loop import LrSchedule, SetupError, build_optimizer, train
+from tests.small_model import small_test_model_config
 
 from .conftest import tiny_train_config
 
@@ -20,26 +21,26 @@ def _losses(output_dir) -> dict[int, float]:
 
 
 def test_lr_schedule_warmup_and_step_drop():
-    schedule = LrSchedule(steps_per_epoch=3, train=TrainConfig(warmup_steps=4, lr_drop=2, lr_drop_factor=0.1))
+    schedule = LrSchedule(steps_per_epoch=3, optim=OptimConfig(warmup_steps=4, lr_drop=2, lr_drop_factor=0.1))
     assert [schedule(step) for step in range(8)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.1, 0.1])
-    assert LrSchedule(3, TrainConfig(lr_drop=0))(100) == 1.0
+    assert LrSchedule(3, OptimConfig(lr_drop=0))(100) == 1.0
 
 
 def test_lr_schedule_time_drop_is_saved_with_the_scheduler():
-    schedule = LrSchedule(steps_per_epoch=3, train=TrainConfig(lr_drop=0, lr_drop_factor=0.5))
+    schedule = LrSchedule(steps_per_epoch=3, optim=OptimConfig(lr_drop=0, lr_drop_factor=0.5))
     schedule.drop_from(5)
     schedule.drop_from(7)  # a later call does not postpone the drop
     assert [schedule(step) for step in (4, 5, 9)] == [1.0, 0.5, 0.5]
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     state = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule).state_dict()
-    fresh = LrSchedule(steps_per_epoch=3, train=TrainConfig(lr_drop=0, lr_drop_factor=0.5))
+    fresh = LrSchedule(steps_per_epoch=3, optim=OptimConfig(lr_drop=0, lr_drop_factor=0.5))
     torch.optim.lr_scheduler.LambdaLR(optimizer, fresh).load_state_dict(state)
     assert fresh(5) == 0.5 and fresh(4) == 1.0
 
 
 def test_optimizer_groups():
-    model = build_model(tiny_config(3))
-    optimizer = build_optimizer(model, TrainConfig(lr=1e-3, lr_backbone=1e-4, weight_decay=0.05))
+    model = build_model(small_test_model_config(3))
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3, lr_backbone=1e-4, weight_decay=0.05))
     rest, backbone = optimizer.param_groups
     assert rest["lr"] == 1e-3 and backbone["lr"] == 1e-4 and rest["weight_decay"] == 0.05
     names = {id(p): n for n, p in model.named_parameters()}
@@ -82,7 +83,7 @@ def test_resume_reproduces_the_next_losses(tiny_dataset, full_run, tmp_path):
 def test_time_limit_stops_mid_epoch_and_resumes(tiny_dataset, full_run, tmp_path):
     ctx = init_distributed("cpu")
     reference = full_run[1]
-    stopped = train(tiny_train_config(tiny_dataset, tmp_path / "cut", max_minutes=1e-6), ctx, progress=False)
+    stopped = train(tiny_train_config(tiny_dataset, tmp_path / "cut", train={"max_minutes": 1e-6}), ctx, progress=False)
     assert stopped.stopped_early and (stopped.epoch, stopped.step) == (0, 1)
     state = load_checkpoint(tmp_path / "cut" / "checkpoint_last.pth")
     assert (state["epoch"], state["step"], state["batches_done"]) == (0, 1, 1)
@@ -96,12 +97,14 @@ def test_time_limit_stops_mid_epoch_and_resumes(tiny_dataset, full_run, tmp_path
 
 def test_time_budget_drops_the_learning_rate(tiny_dataset, tmp_path):
     ctx = init_distributed("cpu")
-    cfg = tiny_train_config(tiny_dataset, tmp_path / "drop", max_minutes=1e-6, lr_drop=0, lr_drop_time=0.5)
+    cfg = tiny_train_config(
+        tiny_dataset, tmp_path / "drop", train={"max_minutes": 1e-6}, optim={"lr_drop": 0, "lr_drop_time": 0.5}
+    )
     train(cfg, ctx, progress=False)
     records = [json.loads(line) for line in (tmp_path / "drop" / "log.jsonl").read_text().splitlines()]
     drop = [r for r in records if r["kind"] == "lr_drop"]
     assert len(drop) == 1 and drop[0]["step"] == 1
-    assert drop[0]["lr"] == pytest.approx(cfg.train.lr * cfg.train.lr_drop_factor)  # warmup (2 steps) done at step 1
+    assert drop[0]["lr"] == pytest.approx(cfg.optim.lr * cfg.optim.lr_drop_factor)  # warmup (2 steps) done at step 1
     scheduler = load_checkpoint(tmp_path / "drop" / "checkpoint_last.pth")["scheduler"]
     assert scheduler["lr_lambdas"][0]["drop_step"] == 1
 

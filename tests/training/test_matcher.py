@@ -56,7 +56,7 @@ def test_uses_rotated_iou_on_pixel_boxes(monkeypatch):
 
 
 def test_equals_brute_force_including_more_targets_than_queries():
-    matcher = HungarianMatcher(gaussian_weight=1.0)
+    matcher = HungarianMatcher(kld_weight=1.0)
     for seed, (q, n) in enumerate([(5, 3), (4, 4), (3, 5), (6, 2)]):
         logits, preds, targets = _random_case(q, [n], seed=seed)
         cost = matcher.cost_matrix(logits, preds, targets)[0]

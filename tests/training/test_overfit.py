@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from rotated_ddetr.boxes import normalize_rboxes
-from rotated_ddetr.model import build_model, tiny_config
+from rotated_ddetr.model import build_model
 from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion
+from tests.small_model import small_test_model_config
 
 
 def _draw(rboxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ def _draw(rboxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 @pytest.mark.slow
 def test_tiny_model_overfits_one_image():
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(tiny_config(2), num_queries=30))
+    model = build_model(dataclasses.replace(small_test_model_config(2), num_queries=30))
     gt = torch.tensor([[30.0, 30.0, 40.0, 12.0, 0.5], [70.0, 44.0, 30.0, 14.0, -1.0]])
     images = _draw(gt, 64, 96)[None]
     targets = [Target(labels=torch.tensor([0, 1]), rboxes=normalize_rboxes(gt, (64, 96)), image_size=(64, 96))]

@@ -1,7 +1,6 @@
-"""Differentiable rotated overlap: pixel rboxes -> Gaussians -> KLD loss (used by the criterion and the matcher).
-
-Pure PyTorch, any broadcastable shapes. Depends only on the rectangle, not its parameterisation, so it is continuous
-across the angle boundary and for square-like boxes.
+"""The KLD loss (a differentiable rotated overlap): pixel rboxes -> Gaussians -> KL divergence -> loss, used by the
+criterion (`loss.kld_weight`) and the matcher (`loss.match_kld_weight`). Pure PyTorch, any broadcastable shapes;
+depends only on the rectangle, not its parameterisation (continuous across the angle boundary and for squares).
 """
 
 import torch
@@ -43,7 +42,7 @@ def kld(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def kld_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The KLD overlap loss 1 - 1 / (1 + ln(1 + D_KL)) (Yang et al. 2021, eq. 11 with f = ln(1 + x), tau = 1).
+    """The KLD loss 1 - 1 / (1 + ln(1 + D_KL)) (Yang et al. 2021, eq. 11 with f = ln(1 + x), tau = 1).
 
     In [0, 1): 0 for identical rectangles, towards 1 for distant ones; smooth at D = 0 (zero gradient at a perfect
     match, where the sqrt variant would be singular).

@@ -1,10 +1,10 @@
-"""KLD overlap: hand-computed values, the rectangle identities, continuity and finiteness of gradients."""
+"""KLD loss: hand-computed values, the rectangle identities, continuity and finiteness of gradients."""
 
 import math
 
 import torch
 
-from rotated_ddetr.training.overlap import kld, kld_loss
+from rotated_ddetr.training.kld import kld, kld_loss
 
 
 def test_kld_by_hand():
