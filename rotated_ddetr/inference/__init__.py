@@ -1,4 +1,5 @@
-"""Inference: scene -> tiles (tiling.py, scenes.py) -> detector -> postprocess -> merge tiles -> writers.
+"""Inference: scene (scenes.py) -> tiles (`rotated_ddetr.tiles`, tiling.py) -> detector -> postprocess -> merge tiles
+-> writers.
 
 `tiled_predict` runs a detector over a scene of any size; `Detections` are one image's canonical pixel rboxes,
 scores and labels.
@@ -16,7 +17,8 @@ from rotated_ddetr.inference.scenes import (
     list_scenes,
     open_scene,
 )
-from rotated_ddetr.inference.tiling import Tile, plan_tiles, prefetch_batches
+from rotated_ddetr.inference.tiling import prefetch_batches
+from rotated_ddetr.tiles import Tile, plan_tiles
 
 __all__ = [
     "ArrayScene",

@@ -24,8 +24,9 @@ from rotated_ddetr.data.transforms import resize_image
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
-from rotated_ddetr.inference.tiling import plan_tiles, prefetch_batches
+from rotated_ddetr.inference.tiling import prefetch_batches
 from rotated_ddetr.inference.writers import SceneResult, scene_result_path, write_scene_outputs
+from rotated_ddetr.tiles import plan_tiles
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,7 +74,7 @@ def tiled_predict(
     """
     with contextlib.ExitStack() as stack:
         reader = image if isinstance(image, SceneReader) else stack.enter_context(open_scene(image))
-        tiles = plan_tiles(*reader.size, tile_size, gap, rates)
+        tiles = plan_tiles(reader.image_size, tile_size, gap, rates)
         batches = stack.enter_context(contextlib.closing(prefetch_batches(reader, tiles, batch_size)))
         bar = stack.enter_context(tqdm(total=len(tiles), desc=reader.name, unit="tile", disable=not progress))
         scene_dets, cut = [], []

@@ -193,7 +193,7 @@ def write_picture(
     """Writes the scene (downscaled to a longer side of at most `max_side`, read as an overview: bounded memory)
     with its boxes and a legend, as PNG or JPEG by the suffix of `path`."""
     image = np.ascontiguousarray(reader.overview(max_side))
-    scale = image.shape[1] / reader.size[0]
+    scale = image.shape[1] / reader.image_size[1]
     image = draw_detections(image, result, classes, scale)
     ok, encoded = cv2.imencode(Path(path).suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
