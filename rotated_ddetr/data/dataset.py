@@ -46,8 +46,9 @@ def image_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """(3, H, W) uint8 RGB pixels of an image file (grey and 4-channel images converted).
+def read_image_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as the model reads it: a (3, H, W) uint8 RGB torch tensor (grey and 4-channel images converted;
+    a channels-last view of the decoded pixels). See `split.read_image_bgr` for the devkit's (H, W, 3) BGR array.
 
     Raises:
         OSError: the file cannot be decoded.
@@ -128,8 +129,8 @@ class DotaDataset(torch.utils.data.Dataset):
 
         (H, W) is the image size after resizing and augmentation, the frame of the normalised rboxes.
         """
-        image, rboxes, labels = resize_sample(read_image(self.files[index]), self.rboxes[index], self.labels[index],
-                                              self.scale)  # fmt: skip
+        image = read_image_rgb(self.files[index])
+        image, rboxes, labels = resize_sample(image, self.rboxes[index], self.labels[index], self.scale)
         if self.augment is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
@@ -152,6 +153,6 @@ class DotaImages(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
-        image = read_image(self.files[index])
+        image = read_image_rgb(self.files[index])
         size = (int(image.shape[-2]), int(image.shape[-1]))
         return resize_image(image, self.scale).float().div_(255.0), self.files[index].stem, size

@@ -199,8 +199,9 @@ def clip_labels(labels: DotaLabels, left: int, up: int, right: int, down: int, o
     return DotaLabels(np.array(out_polys).reshape(-1, 8), out_classes, np.array(out_difficult, dtype=np.int64))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as the devkit reads it: `cv2.imread` colour, (H, W, 3) uint8 BGR; ValueError naming the file."""
+def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
+    """An image as the devkit reads it: `cv2.imread` colour, an (H, W, 3) uint8 BGR numpy array; ValueError naming the
+    file. (The model's reader is `dataset.read_image_rgb`: (3, H, W) uint8 RGB torch.)"""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read image {path} (missing, unsupported or corrupt)")
@@ -246,7 +247,7 @@ def split_image(
     Returns:
         Counts of tiles written, found already present (both files) and left out as empty.
     """
-    image = read_image(image_path)
+    image = read_image_bgr(image_path)
     scene = read_scene_labels(label_path)
     name = Path(image_path).stem
     counts = SplitCounts(images=1)
