@@ -25,7 +25,7 @@ from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touch
 from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
 from rotated_ddetr.inference.tiling import prefetch_batches
-from rotated_ddetr.inference.writers import SceneResult, scene_result_path, write_scene_outputs
+from rotated_ddetr.inference.writers import scene_result_path, to_scene_result, write_scene_outputs
 from rotated_ddetr.tiles import plan_tiles
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
@@ -133,7 +133,7 @@ def predict_scenes(
         try:
             with open_scene(path, **(raster_options or {})) as reader:
                 detections = tiled_predict(reader, predict_tiles, progress=progress, **options)
-                result = SceneResult.from_detections(detections, classes)
+                result = to_scene_result(detections, classes)
                 write_scene_outputs(out, reader, result, classes, formats)
         except (SceneError, OSError) as error:
             report.failed[path] = str(error)
