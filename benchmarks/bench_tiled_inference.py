@@ -187,7 +187,7 @@ def bench_overhead(checkpoint: str | None, batch_size: int = 4, repeats: int = 5
             merge_detections([tile_to_scene(d, tile) for d, tile in zip(dets, tiles, strict=True)], cut)
 
         def end_to_end() -> None:
-            tiled_predict(path, predictor, 1024, 200, batch_size=batch_size, max_detections=None)
+            tiled_predict(path, predictor, tile_size=1024, gap=200, batch_size=batch_size, max_detections=None)
 
         runs = [[_timed(f) for f in (model_only, read_only, merge_only, end_to_end)] for _ in range(repeats)]
     finally:

@@ -35,12 +35,12 @@ _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def tiled_predict(
     image: np.ndarray | str | os.PathLike | SceneReader,
     predict_tiles: PredictTiles,
+    *,
     tile_size: int = 1024,
     gap: int = 200,
     rates: Sequence[float] = (1.0,),
     batch_size: int = 8,
     nms_iou: float = 0.1,
-    *,
     score_threshold: float = 0.0,
     prefer_whole: bool = True,
     edge_margin: float = 4.0,
@@ -105,6 +105,7 @@ def predict_scenes(
     predict_tiles: PredictTiles,
     out: str | os.PathLike,
     classes: Sequence[str],
+    *,
     formats: Sequence[str] = ("dota",),
     progress: bool = True,
     raster_options: dict | None = None,
@@ -165,6 +166,7 @@ class Predictor:
         self,
         model: torch.nn.Module,
         classes: Sequence[str],
+        *,
         scale: float = 1.0,
         device: str | torch.device = "cpu",
         amp: str = "none",
@@ -187,7 +189,7 @@ class Predictor:
         model, cfg, classes = load_model(path, device)
         t = cfg.train
         options = {"top_k": t.eval_top_k, "score_threshold": t.eval_score_thr, "nms_iou": t.eval_nms_iou, **options}
-        return cls(model, classes, cfg.data.scale, device, amp, **options)
+        return cls(model, classes, scale=cfg.data.scale, device=device, amp=amp, **options)
 
     def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale as

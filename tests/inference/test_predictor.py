@@ -106,16 +106,18 @@ def test_oracle_gives_the_ground_truth_back(mosaic, case, cut_views):
     tiles = plan_tiles(image.shape[:2], tile_size, gap, rates)
     assert len(tiles) >= 4 if case != "0.5" else len(tiles) >= 6
     oracle = Oracle(image, labels, tiles, classes, cut_views)
-    dets = tiled_predict(image, oracle, tile_size, gap, rates, batch_size=3)
+    dets = tiled_predict(image, oracle, tile_size=tile_size, gap=gap, rates=rates, batch_size=3)
     assert not oracle.tiles and oracle.calls == -(-len(tiles) // 3)  # every tile predicted once, in batches of 3
     _check_ground_truth_back(dets, labels, classes)
     if cut_views:  # without the preference for uncut views, the higher-scoring cut views survive next to them
         oracle = Oracle(image, labels, tiles, classes, cut_views)
-        plain = tiled_predict(image, oracle, tile_size, gap, rates, batch_size=3, prefer_whole=False)
+        plain = tiled_predict(
+            image, oracle, tile_size=tile_size, gap=gap, rates=rates, batch_size=3, prefer_whole=False
+        )
         assert len(plain.rboxes) > len(labels)
 
 
 def test_predict_tiles_must_answer_every_tile(mosaic):
     image, _ = mosaic
     with pytest.raises(ValueError, match="returned 0 results for 2 tiles"):
-        tiled_predict(image, lambda tiles: [], 1024, 200, batch_size=2)
+        tiled_predict(image, lambda tiles: [], tile_size=1024, gap=200, batch_size=2)

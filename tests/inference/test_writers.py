@@ -112,7 +112,9 @@ def test_predict_scenes_survives_corrupt_inputs_and_resumes(tmp_path, dota_sampl
         dst.write(rgb)
     paths = [good, cut, tmp_path / "in" / "geo.tif"]
     out = tmp_path / "out"
-    report = predict_scenes(paths, _detector, out, CLASSES, ("geojson", "png"), progress=False, tile_size=512, gap=100)
+    report = predict_scenes(
+        paths, _detector, out, CLASSES, formats=("geojson", "png"), progress=False, tile_size=512, gap=100
+    )
     assert report.done == [good, paths[2]] and list(report.failed) == [cut]
     assert "truncated PNG" in report.failed[cut]
     assert sorted(p.name for p in (out / "scenes").iterdir()) == ["geo.txt", "good.txt"]
