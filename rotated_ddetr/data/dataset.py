@@ -1,8 +1,8 @@
 """Datasets over DOTA-layout folders (`images/` + `labelTxt/`): samples for training, images for testing.
 
 `DotaDataset` yields (float [0, 1] image (3, H, W), `Target` with normalised canonical rboxes) after resizing and
-augmentation; `collate` in `batching.py` pads them into batches. `DotaImages` yields resized images with their name
-and original size, for running a trained model over a folder.
+augmentation; `collate` in `batching.py` pads them into batches. `DotaImages` yields the images as they are, with
+their names, for running a trained model over a folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from rotated_ddetr import boxes
 from rotated_ddetr.data.dota import read_dota_labels
-from rotated_ddetr.data.transforms import resize_image, resize_sample
+from rotated_ddetr.data.transforms import resize_sample
 from rotated_ddetr.training.matcher import Target
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -141,18 +141,17 @@ class DotaDataset(torch.utils.data.Dataset):
 
 
 class DotaImages(torch.utils.data.Dataset):
-    """The images of a DOTA-layout folder (labels not read), resized by `scale`, for running a model.
+    """The images of a DOTA-layout folder (labels not read), as they are, for running a model over them
+    (`rotated_ddetr.inference.folder`, which resizes them through its `Predictor`).
 
-    Items: (float32 (3, h, w) RGB in [0, 1], image name (file stem), original (H, W)).
+    Items: ((H, W, 3) uint8 RGB numpy array, image name (file stem)), in `image_files` order.
     """
 
-    def __init__(self, root: str | os.PathLike, scale: float = 1.0) -> None:
-        self.files, self.scale = image_files(root), scale
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.files = image_files(root)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
-        image = read_image_rgb(self.files[index])
-        size = (int(image.shape[-2]), int(image.shape[-1]))
-        return resize_image(image, self.scale).float().div_(255.0), self.files[index].stem, size
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+        return read_image_rgb(self.files[index]).permute(1, 2, 0).numpy(), self.files[index].stem

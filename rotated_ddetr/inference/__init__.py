@@ -1,10 +1,12 @@
 """Inference: scene (scenes.py) -> tiles (`rotated_ddetr.tiles`, tiling.py) -> detector -> postprocess -> merge tiles
 -> writers.
 
-`tiled_predict` runs a detector over a scene of any size; `Detections` are one image's canonical pixel rboxes,
-scores and labels.
+`tiled_predict` runs a detector over a scene of any size; `predict_folder` runs a `Predictor` over a DOTA-layout
+folder's whole images (training-time evaluation, tools/test.py); `Detections` are one image's canonical pixel rboxes,
+scores and labels. The one path from images to detections.
 """
 
+from rotated_ddetr.inference.folder import predict_folder
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.predictor import Predictor, predict_scenes, tiled_predict
@@ -34,6 +36,7 @@ __all__ = [
     "open_scene",
     "plan_tiles",
     "postprocess",
+    "predict_folder",
     "predict_scenes",
     "prefetch_batches",
     "tile_to_scene",
