@@ -109,7 +109,7 @@ def measure_memory(path: Path) -> dict:
     detections = tiled_predict(path, bright_box_detector, tile_size=1024, gap=200, batch_size=8)
     seconds = time.perf_counter() - start
     with open_scene(path) as reader:
-        tiles = len(plan_tiles(*reader.size, 1024, 200))
+        tiles = len(plan_tiles(reader.image_size, 1024, 200))
     return {"peak_growth_mib": (_kib("VmHWM") - baseline) / 1024, "baseline_mib": baseline / 1024,
             "seconds": seconds, "tiles": tiles, "detections": len(detections.scores)}  # fmt: skip
 
@@ -169,7 +169,7 @@ def bench_overhead(checkpoint: str | None, batch_size: int = 4, repeats: int = 5
         path = folder / "scene_4096.tif"
         write_scene(path, 4096)
         with open_scene(path) as reader:
-            tiles = plan_tiles(*reader.size, 1024, 200)
+            tiles = plan_tiles(reader.image_size, 1024, 200)
             pixels = [reader.read(tile) for tile in tiles]
         dets = [d for i in range(0, len(pixels), batch_size) for d in predictor(pixels[i : i + batch_size])]
 

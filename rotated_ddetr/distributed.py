@@ -1,6 +1,7 @@
-"""Distributed training under torchrun: environment (RANK, WORLD_SIZE, LOCAL_RANK) -> process group, DDP, samplers.
+"""Distributed jobs under torchrun: environment (RANK, WORLD_SIZE, LOCAL_RANK) -> device, process group, DDP, samplers.
 
-Used by the training loop. A single process (no torchrun) is the world of size 1 and needs no process group.
+Used by the training loop (`init_distributed`) and by tiled inference over many scenes (`init_inference`). A single
+process (no torchrun) is the world of size 1 and needs no process group.
 Multi-node runs work through torchrun's environment (MASTER_ADDR/MASTER_PORT with `env://` initialisation).
 Only rank 0 logs and writes checkpoints (`DistContext.is_main`); nothing here touches `print`.
 """
@@ -19,6 +20,8 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 # Rank 0 evaluates alone while the others wait at a barrier: allow long evaluations.
 _TIMEOUT = datetime.timedelta(minutes=60)
+# Inference ranks meet only once each has done its scenes, possibly hours apart.
+_INFERENCE_TIMEOUT = datetime.timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """The device named by train.device: auto = cuda:local_rank with CUDA, else cpu; cuda = cuda:local_rank.
+    """The device named by `name` (train.device, --device): auto = cuda:local_rank with CUDA, else cpu;
+    cuda = cuda:local_rank; anything else (cpu, cuda:1, ...) as named.
 
     Raises:
         ValueError: a CUDA device is asked for but CUDA is not available.
@@ -68,26 +72,51 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available (use train.device=cpu)")
+        raise ValueError(f"device {name!r} requested but CUDA is not available (use the cpu device)")
     return device
 
 
 def init_distributed(device: str = "auto") -> DistContext:
-    """Reads torchrun's environment and joins the process group when WORLD_SIZE > 1.
+    """Reads torchrun's environment and joins the process group when WORLD_SIZE > 1 (training).
 
     Backend: nccl on CUDA, gloo on CPU. Each process uses cuda:LOCAL_RANK ("auto"/"cuda") or the given device.
 
     Args:
         device: "auto", "cpu", "cuda" or an explicit device such as "cuda:1".
+
+    Raises:
+        ValueError: a malformed torchrun variable, or CUDA asked for but not available.
     """
-    rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    target = resolve_device(device, local_rank)
+    return _join(device, None, _TIMEOUT, share_gpus=False)
+
+
+def init_inference(device: str = "auto") -> DistContext:
+    """`init_distributed` for inference jobs whose ranks work alone and meet only at the end (`tools/infer.py`).
+
+    The group is gloo whatever the device (it only carries barriers) with a 7-day timeout (ranks may finish hours
+    apart). With "auto" or "cuda", a process uses cuda:(LOCAL_RANK modulo the GPU count): more ranks than GPUs on a
+    node share them (each holds its own model; nothing is reduced across ranks).
+
+    Args:
+        device: "auto", "cpu", "cuda" or an explicit device such as "cuda:1".
+
+    Raises:
+        ValueError: a malformed torchrun variable, or CUDA asked for but not available.
+    """
+    return _join(device, "gloo", _INFERENCE_TIMEOUT, share_gpus=True)
+
+
+def _join(device: str, backend: str | None, timeout: datetime.timedelta, share_gpus: bool) -> DistContext:
+    """This process's context; joins a `backend` group (None: nccl on CUDA, else gloo) when WORLD_SIZE > 1. The GPU
+    index is LOCAL_RANK, modulo the GPU count when `share_gpus`."""
+    rank, world_size, local_rank = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+    gpu = local_rank % torch.cuda.device_count() if share_gpus and torch.cuda.is_available() else local_rank
+    target = resolve_device(device, gpu)
     if target.type == "cuda":
         torch.cuda.set_device(target)
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if target.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size, timeout=_TIMEOUT)
+        backend = backend or ("nccl" if target.type == "cuda" else "gloo")
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size, timeout=timeout)
     return DistContext(rank, world_size, local_rank, target)
 
 

@@ -12,17 +12,13 @@ that cannot be read is reported and skipped; the exit status is non-zero when an
 """
 
 import argparse
-import datetime
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
 from rotated_ddetr.checkpoint import CheckpointError  # noqa: E402
+from rotated_ddetr.distributed import barrier, init_inference, shutdown_distributed  # noqa: E402
 from rotated_ddetr.inference.predictor import Predictor, predict_scenes  # noqa: E402
 from rotated_ddetr.inference.scenes import SceneError, list_scenes  # noqa: E402
 from rotated_ddetr.inference.writers import FORMATS, assemble_task1  # noqa: E402
@@ -54,33 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def start_distributed() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; a gloo group (only for the final barrier) when W > 1."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # ranks may finish hours apart
-    return rank, world
-
-
-def pick_device(name: str) -> torch.device:
-    """--device auto: this rank's CUDA device (LOCAL_RANK) when CUDA is available, else the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    rank, world = start_distributed()
     try:
+        ctx = init_inference(args.device)
         if set(formats) - set(FORMATS):
             raise ValueError(f"--formats: unknown {sorted(set(formats) - set(FORMATS))}; expected {FORMATS}")
         scenes = list_scenes(args.inputs)
         predictor = Predictor.from_checkpoint(
-            args.checkpoint, pick_device(args.device), args.amp, score_threshold=args.score_threshold
+            args.checkpoint, ctx.device, args.amp, score_threshold=args.score_threshold
         )
     except (SceneError, CheckpointError, OSError, ValueError) as error:
         print(f"infer: error: {error}", file=sys.stderr)
@@ -89,22 +68,20 @@ def main(argv: list[str] | None = None) -> int:
                    nms_iou=args.nms_iou, score_threshold=args.score_threshold,
                    max_detections=args.max_dets)  # fmt: skip
     raster_options = {"bands": args.bands} if args.bands else {}
-    mine = scenes[rank::world]
+    mine = scenes[ctx.rank :: ctx.world_size]
     report = predict_scenes(mine, predictor, args.out, predictor.classes, formats=formats, progress=not args.quiet,
                             raster_options=raster_options, **options)  # fmt: skip
     done, skipped, failed = len(report.done), len(report.skipped), set(report.failed)
-    print(f"rank {rank}: {done} scenes done, {skipped} done before, {len(failed)} failed")
-    if world > 1:
-        dist.barrier()
-    if rank == 0:
+    print(f"rank {ctx.rank}: {done} scenes done, {skipped} done before, {len(failed)} failed")
+    barrier(ctx)
+    if ctx.is_main:
         missing = assemble_task1(args.out, [p.stem for p in scenes], predictor.classes)
         failed |= {p for p in scenes if p.stem in missing}
         print(f"Task1 files for {len(scenes) - len(missing)} scenes: {args.out}/Task1_{{class}}.txt")
     for path in sorted(failed):
         reason = report.failed.get(path, f"{path}: no result (see the log of its rank)")
         print(f"infer: failed: {reason}", file=sys.stderr)
-    if world > 1:
-        dist.destroy_process_group()
+    shutdown_distributed()
     return 1 if failed else 0
 
 

@@ -18,13 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from rotated_ddetr.checkpoint import load_model  # noqa: E402
 from rotated_ddetr.data.dataset import image_files  # noqa: E402
 from rotated_ddetr.data.dota import write_task1  # noqa: E402
 from rotated_ddetr.distributed import resolve_device  # noqa: E402
 from rotated_ddetr.evaluation import eval_dota, format_table  # noqa: E402
-from rotated_ddetr.evaluation.model_eval import predict_folder  # noqa: E402
 from rotated_ddetr.fileio import atomic_write_text  # noqa: E402
+from rotated_ddetr.inference import Predictor, predict_folder  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,18 +55,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--batch-size must be >= 1 and --workers >= 0")
         if args.nms_iou is not None and not 0 <= args.nms_iou < 1:
             raise ValueError(f"--nms-iou must be in [0, 1), got {args.nms_iou}")
-        model, cfg, classes = load_model(args.checkpoint, resolve_device(args.device))
+        given = {"top_k": args.top_k, "score_threshold": args.score_threshold, "nms_iou": args.nms_iou}
+        options = {key: value for key, value in given.items() if value is not None}  # the others: the config's
+        predictor = Predictor.from_checkpoint(args.checkpoint, resolve_device(args.device), **options)
         image_files(args.data)  # fails early on a missing or empty folder
     except (OSError, ValueError) as error:
         print(f"test: error: {error}", file=sys.stderr)
         return 2
-    top_k = args.top_k if args.top_k is not None else cfg.eval.top_k
-    score_threshold = args.score_threshold if args.score_threshold is not None else cfg.eval.score_threshold
-    nms_iou = args.nms_iou if args.nms_iou is not None else cfg.eval.nms_iou
+    classes = predictor.classes
     with torch.inference_mode():
-        detections = predict_folder(model, args.data, classes, scale=cfg.data.scale, batch_size=args.batch_size,
-                                    top_k=top_k, score_threshold=score_threshold, nms_iou=nms_iou,
-                                    num_workers=args.workers, progress=not args.quiet)  # fmt: skip
+        detections = predict_folder(predictor, args.data, batch_size=args.batch_size, num_workers=args.workers,
+                                    progress=not args.quiet)  # fmt: skip
     write_task1(args.out, detections)
     count = sum(len(d) for d in detections.values())
     print(f"wrote {count} detections of {len(classes)} classes to {args.out}/Task1_*.txt")

@@ -31,11 +31,8 @@ __all__ = [
 from rotated_ddetr.data.split import (  # noqa: E402  (splitting and the synthetic dataset)
     PRESETS,
     SplitOptions,
-    parse_tile_name,
     split_dataset,
     split_image,
-    tile_name,
-    tile_windows,
 )
 from rotated_ddetr.data.synthetic import (  # noqa: E402
     SYNTHETIC_CLASSES,
@@ -51,11 +48,8 @@ __all__ += [
     "SplitOptions",
     "SyntheticOptions",
     "generate_image",
-    "parse_tile_name",
     "split_dataset",
     "split_image",
-    "tile_name",
-    "tile_windows",
     "write_dataset",
     "write_scene",
 ]

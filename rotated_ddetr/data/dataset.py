@@ -1,8 +1,8 @@
 """Datasets over DOTA-layout folders (`images/` + `labelTxt/`): samples for training, images for testing.
 
 `DotaDataset` yields (float [0, 1] image (3, H, W), `Target` with normalised canonical rboxes) after resizing and
-augmentation; `collate` in `batching.py` pads them into batches. `DotaImages` yields resized images with their name
-and original size, for running a trained model over a folder.
+augmentation; `collate` in `batching.py` pads them into batches. `DotaImages` yields the images as they are, with
+their names, for running a trained model over a folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from rotated_ddetr import boxes
 from rotated_ddetr.data.dota import read_dota_labels
-from rotated_ddetr.data.transforms import resize_image, resize_sample
+from rotated_ddetr.data.transforms import resize_sample
 from rotated_ddetr.structures import Target
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -46,8 +46,9 @@ def image_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """(3, H, W) uint8 RGB pixels of an image file (grey and 4-channel images converted).
+def read_image_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as the model reads it: a (3, H, W) uint8 RGB torch tensor (grey and 4-channel images converted;
+    a channels-last view of the decoded pixels). See `split.read_image_bgr` for the devkit's (H, W, 3) BGR array.
 
     Raises:
         OSError: the file cannot be decoded.
@@ -128,8 +129,8 @@ class DotaDataset(torch.utils.data.Dataset):
 
         (H, W) is the image size after resizing and augmentation, the frame of the normalised rboxes.
         """
-        image, rboxes, labels = resize_sample(read_image(self.files[index]), self.rboxes[index], self.labels[index],
-                                              self.scale)  # fmt: skip
+        image = read_image_rgb(self.files[index])
+        image, rboxes, labels = resize_sample(image, self.rboxes[index], self.labels[index], self.scale)
         if self.augment is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
@@ -140,18 +141,17 @@ class DotaDataset(torch.utils.data.Dataset):
 
 
 class DotaImages(torch.utils.data.Dataset):
-    """The images of a DOTA-layout folder (labels not read), resized by `scale`, for running a model.
+    """The images of a DOTA-layout folder (labels not read), as they are, for running a model over them
+    (`rotated_ddetr.inference.folder`, which resizes them through its `Predictor`).
 
-    Items: (float32 (3, h, w) RGB in [0, 1], image name (file stem), original (H, W)).
+    Items: ((H, W, 3) uint8 RGB numpy array, image name (file stem)), in `image_files` order.
     """
 
-    def __init__(self, root: str | os.PathLike, scale: float = 1.0) -> None:
-        self.files, self.scale = image_files(root), scale
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.files = image_files(root)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
-        image = read_image(self.files[index])
-        size = (int(image.shape[-2]), int(image.shape[-1]))
-        return resize_image(image, self.scale).float().div_(255.0), self.files[index].stem, size
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+        return read_image_rgb(self.files[index]).permute(1, 2, 0).numpy(), self.files[index].stem

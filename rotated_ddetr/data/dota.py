@@ -1,4 +1,4 @@
-"""DOTA label files and Task1 submissions: text on disk <-> numpy arrays of polygons (pixels), classes and scores.
+"""DOTA label, Task1 submission and scene result files: text on disk <-> numpy polygons (pixels), classes, scores.
 
 Sits at the file boundary of the pipeline: read by splitting, the dataset and evaluation; written by the synthetic
 generator, the splitter and the inference writers. Every writer goes through `rotated_ddetr.fileio.atomic_open`.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rotated_ddetr import boxes
-from rotated_ddetr.fileio import atomic_open
+from rotated_ddetr.fileio import atomic_open, atomic_write_text
 
 DOTA_V1_0_CLASSES: tuple[str, ...] = (
     "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle", "ship",
@@ -103,6 +103,21 @@ class Task1Detections:
 
     def __len__(self) -> int:
         return len(self.image_names)
+
+
+@dataclass
+class SceneResult:
+    """One scene's detections as its result file holds them (`write_scene_result`); `inference.writers` makes them.
+
+    Attributes:
+        polygons: (K, 8) float64 x1 y1 ... x4 y4 in scene pixels (the rboxes' corners in the convention's order).
+        classes: K class names.
+        scores: (K,) float64.
+    """
+
+    polygons: np.ndarray
+    classes: list[str]
+    scores: np.ndarray
 
 
 def _float_text(value: float) -> str:
@@ -354,3 +369,31 @@ def write_task1(folder: str | os.PathLike, detections: Mapping[str, Task1Detecti
         text = "".join(f"{image} {' '.join(row)}\n" for image, row in zip(dets.image_names, rows, strict=True))
         with atomic_open(folder / f"{_TASK1_PREFIX}{name}.txt", "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+
+
+def write_scene_result(path: str | os.PathLike, result: SceneResult) -> None:
+    """Writes a scene's DOTA-style result file: lines `x1 y1 ... x4 y4 class score` (the label layout with the score
+    in place of the difficult flag), numbers lossless, by decreasing score."""
+    numbers = np.array(format_numbers(np.concatenate([result.polygons, result.scores[:, None]], axis=1)), dtype=object)
+    rows = numbers.reshape(-1, 9)
+    text = "".join(f"{' '.join(r[:8])} {c} {r[8]}\n" for r, c in zip(rows, result.classes, strict=True))
+    atomic_write_text(path, text)
+
+
+def read_scene_result(path: str | os.PathLike) -> SceneResult:
+    """Reads a file of `write_scene_result`. Raises DotaFormatError naming the file and line when malformed."""
+    polygons, classes, scores = [], [], []
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        try:
+            if len(tokens) != 10:
+                raise ValueError(f"expected 10 fields (x1 y1 ... x4 y4 class score), got {len(tokens)}")
+            numbers = [float(t) for t in (*tokens[:8], tokens[9])]
+        except ValueError as error:
+            raise DotaFormatError(path, line_no, str(error)) from None
+        polygons.append(numbers[:8])
+        classes.append(tokens[8])
+        scores.append(numbers[8])
+    return SceneResult(np.array(polygons, dtype=np.float64).reshape(-1, 8), classes, np.array(scores, np.float64))

@@ -6,9 +6,10 @@ per tile, named `{image}__{rate}__{left}___{up}`: the training input of the dete
 
 - label coordinates are truncated to integers when read (`int(float(x))`), then multiplied by the rate;
 - each image is resized by the rate with `cv2.resize(fx=rate, fy=rate, INTER_CUBIC)` (not at all for rate 1);
-- windows step by `tile_size - gap`; the last one in each direction is snapped to the image edge, and an image
-  smaller than a tile gives one window at (0, 0); the clipping rectangle of a window reaches `left + tile_size`, but
-  only `width - 1` (`height - 1`) at the image's right (bottom) edge;
+- windows step by `tile_size - gap` (`rotated_ddetr.tiles.tile_windows`, shared with tiled inference); the last one
+  in each direction is snapped to the image edge, and an image smaller than a tile gives one window at (0, 0); the
+  clipping rectangle of a window reaches `left + tile_size`, but only `width - 1` (`height - 1`) at the image's right
+  (bottom) edge;
 - an object entirely inside the window keeps its polygon, shifted and truncated toward zero (`int(x - left)`);
 - a cut object becomes its shapely intersection with the window, oriented counter-clockwise; a 5-gon is reduced to
   4 points by merging the shortest edge into its midpoint (`GetPoly4FromPoly5`), triangles and 6+-gons are dropped;
@@ -43,6 +44,7 @@ from tqdm import tqdm
 
 from rotated_ddetr.data.dota import DotaLabels, read_dota_labels, write_dota_labels
 from rotated_ddetr.fileio import atomic_write_bytes
+from rotated_ddetr.tiles import tile_name, tile_windows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The presets users know from mmrotate's DOTA configs: single scale and multi scale.
@@ -96,54 +98,6 @@ class SplitCounts:
         self.written += other.written
         self.existing += other.existing
         self.empty_skipped += other.empty_skipped
-
-
-def tile_name(image: str, rate: float, left: int, up: int) -> str:
-    """The devkit's tile name `{image}__{rate}__{left}___{up}`, rate as `str(float)`: "P0706__1.0__824___0"."""
-    return f"{image}__{float(rate)}__{left}___{up}"
-
-
-def parse_tile_name(name: str) -> tuple[str, float, int, int]:
-    """Inverse of `tile_name`: "P0706__1.0__824___0" -> ("P0706", 1.0, 824, 0); ValueError for other names."""
-    try:
-        head, up = name.rsplit("___", 1)
-        image, rate, left = head.rsplit("__", 2)
-        return image, float(rate), int(left), int(up)
-    except ValueError:
-        raise ValueError(f"{name!r} is not a tile name {{image}}__{{rate}}__{{left}}___{{up}}") from None
-
-
-def tile_windows(width: int, height: int, tile_size: int, gap: int) -> list[tuple[int, int]]:
-    """Top-left corners (left, up) of the devkit's windows over a width x height image, columns outer.
-
-    Windows step by `tile_size - gap`; the last window of a row or column is moved back to end at the image edge,
-    and never before 0 (an image smaller than a tile has the single window (0, 0)).
-    """
-    slide = tile_size - gap
-    if slide <= 0:
-        raise ValueError(f"gap {gap} must be smaller than tile_size {tile_size}")
-    windows = []
-    left = 0
-    while left < width:
-        left = max(width - tile_size, 0) if left + tile_size >= width else left
-        up = 0
-        while up < height:
-            up = max(height - tile_size, 0) if up + tile_size >= height else up
-            windows.append((left, up))
-            if up + tile_size >= height:
-                break
-            up += slide
-        if left + tile_size >= width:
-            break
-        left += slide
-    return windows
-
-
-def resized_shape(width: int, height: int, rate: float) -> tuple[int, int]:
-    """(width, height) of `cv2.resize(image, None, fx=rate, fy=rate)`: OpenCV rounds half to even, as `round`."""
-    if rate == 1:
-        return width, height
-    return round(width * rate), round(height * rate)
 
 
 def _line_length(p: tuple[float, float], q: tuple[float, float]) -> float:
@@ -245,8 +199,9 @@ def clip_labels(labels: DotaLabels, left: int, up: int, right: int, down: int, o
     return DotaLabels(np.array(out_polys).reshape(-1, 8), out_classes, np.array(out_difficult, dtype=np.int64))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as the devkit reads it: `cv2.imread` colour, (H, W, 3) uint8 BGR; ValueError naming the file."""
+def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
+    """An image as the devkit reads it: `cv2.imread` colour, an (H, W, 3) uint8 BGR numpy array; ValueError naming the
+    file. (The model's reader is `dataset.read_image_rgb`: (3, H, W) uint8 RGB torch.)"""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read image {path} (missing, unsupported or corrupt)")
@@ -292,7 +247,7 @@ def split_image(
     Returns:
         Counts of tiles written, found already present (both files) and left out as empty.
     """
-    image = read_image(image_path)
+    image = read_image_bgr(image_path)
     scene = read_scene_labels(label_path)
     name = Path(image_path).stem
     counts = SplitCounts(images=1)
@@ -301,7 +256,7 @@ def split_image(
         scaled = image if rate == 1 else cv2.resize(image, None, fx=rate, fy=rate, interpolation=cv2.INTER_CUBIC)
         labels = DotaLabels(scene.polygons * rate, scene.classes, scene.difficult)
         height, width = scaled.shape[:2]
-        for left, up in tile_windows(width, height, options.tile_size, options.gap):
+        for left, up in tile_windows((height, width), options.tile_size, options.gap):
             tile = tile_name(name, rate, left, up)
             if (dst / "images" / f"{tile}.png").is_file() and (dst / "labelTxt" / f"{tile}.txt").is_file():
                 counts.existing += 1

@@ -18,18 +18,14 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from rotated_ddetr import boxes
-
-
-def scaled_size(height: int, width: int, scale: float) -> list[int]:
-    """[round(height * scale), round(width * scale)], at least 1 pixel each: the size every resize here produces."""
-    return [max(1, round(height * scale)), max(1, round(width * scale))]
+from rotated_ddetr.tiles import resized_size
 
 
 def resize_image(image: torch.Tensor, scale: float) -> torch.Tensor:
-    """(C, H, W) image resized by `scale` to `scaled_size` (bilinear, antialiased); unchanged for scale 1."""
+    """(C, H, W) image resized by `scale` to `resized_size` (bilinear, antialiased); unchanged for scale 1."""
     if scale == 1.0:
         return image
-    size = scaled_size(*image.shape[-2:], scale)
+    size = list(resized_size(image.shape[-2:], scale))
     return F.resize(image, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
 
 
@@ -39,7 +35,7 @@ def resize_sample(
     """Image and pixel rboxes resized by `scale` (as `resize_image`; boxes exact under the rounded sizes)."""
     if scale == 1.0:
         return image, rboxes, labels
-    size = scaled_size(*image.shape[-2:], scale)
+    size = list(resized_size(image.shape[-2:], scale))
     return _augment(v2.Resize(size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True), image, rboxes, labels)
 
 
@@ -72,7 +68,7 @@ class RandomScale(v2.Transform):
 
     def make_params(self, flat_inputs: list) -> dict:
         factor = self.low + (self.high - self.low) * float(torch.rand(()))
-        return {"size": scaled_size(*v2.query_size(flat_inputs), factor)}
+        return {"size": list(resized_size(v2.query_size(flat_inputs), factor))}
 
     def transform(self, inpt, params: dict):
         return F.resize(inpt, params["size"], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)

@@ -16,8 +16,8 @@ from scipy.sparse.csgraph import connected_components
 
 from rotated_ddetr.boxes import rboxes_to_corners
 from rotated_ddetr.inference.postprocess import Detections
-from rotated_ddetr.inference.tiling import Tile
 from rotated_ddetr.ops import batched_nms_rotated, box_iou_rotated
+from rotated_ddetr.tiles import Tile
 
 _NMS_CHUNK = 4096  # boxes per NMS call: greedy NMS visits all later boxes for each kept one
 

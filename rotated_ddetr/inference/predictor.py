@@ -19,13 +19,15 @@ import torch
 from tqdm import tqdm
 
 from rotated_ddetr.checkpoint import load_model
+from rotated_ddetr.config import Config
 from rotated_ddetr.data.batching import pad_images
 from rotated_ddetr.data.transforms import resize_image
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
-from rotated_ddetr.inference.tiling import plan_tiles, prefetch_batches
-from rotated_ddetr.inference.writers import SceneResult, scene_result_path, write_scene_outputs
+from rotated_ddetr.inference.tiling import prefetch_batches
+from rotated_ddetr.inference.writers import scene_result_path, to_scene_result, write_scene_outputs
+from rotated_ddetr.tiles import plan_tiles
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,7 +75,7 @@ def tiled_predict(
     """
     with contextlib.ExitStack() as stack:
         reader = image if isinstance(image, SceneReader) else stack.enter_context(open_scene(image))
-        tiles = plan_tiles(*reader.size, tile_size, gap, rates)
+        tiles = plan_tiles(reader.image_size, tile_size, gap, rates)
         batches = stack.enter_context(contextlib.closing(prefetch_batches(reader, tiles, batch_size)))
         bar = stack.enter_context(tqdm(total=len(tiles), desc=reader.name, unit="tile", disable=not progress))
         scene_dets, cut = [], []
@@ -133,7 +135,7 @@ def predict_scenes(
         try:
             with open_scene(path, **(raster_options or {})) as reader:
                 detections = tiled_predict(reader, predict_tiles, progress=progress, **options)
-                result = SceneResult.from_detections(detections, classes)
+                result = to_scene_result(detections, classes)
                 write_scene_outputs(out, reader, result, classes, formats)
         except (SceneError, OSError) as error:
             report.failed[path] = str(error)
@@ -146,19 +148,22 @@ def predict_scenes(
 class Predictor:
     """A trained detector as a `predict_tiles` callable: uint8 RGB tiles -> per-tile `Detections` in tile pixels.
 
-    Each tile becomes a float image in [0, 1] on the device (sent as uint8: a quarter of the bytes), resized by the
-    model's input `scale` when its config resizes inputs (bilinear, antialiased, as in training), padded into one
-    batch (`pad_images`, to the model's size divisor) and run through the model and `postprocess`; the boxes are
-    mapped back to the tile's pixels.
+    Each tile is resized by the model's input `scale` when its config resizes inputs, on the CPU with the uint8
+    kernel the training data goes through (`resize_image`: bilinear, antialiased; torchvision's float path, which
+    CUDA tensors take, puts about 1 pixel in 7 one grey level apart from it), sent to the device as uint8 (a quarter
+    of the bytes), made a float image in [0, 1], padded into one batch (`pad_images`, to the model's size divisor)
+    and run through the model and `postprocess`; the boxes are mapped back to the tile's pixels. A whole image is
+    one tile: `folder.predict_folder` runs a DOTA-layout folder this way.
 
     Args:
-        model: the detector (eval mode), on `device`.
+        model: the detector, on `device`; set to eval mode here.
         classes: class names in label order.
         scale: the model's input scale (`cfg.data.scale`).
         device: where the model runs.
         amp: "none", "bf16" or "fp16" autocast.
         top_k: candidates kept per tile by `postprocess`.
         score_threshold: minimum score kept per tile.
+        nms_iou: class-wise rotated NMS IoU per tile in `postprocess` (0 = none).
     """
 
     def __init__(
@@ -180,23 +185,51 @@ class Predictor:
         self.top_k, self.score_threshold, self.nms_iou = top_k, score_threshold, nms_iou
 
     @classmethod
+    def from_config(
+        cls,
+        model: torch.nn.Module,
+        cfg: Config,
+        *,
+        classes: Sequence[str] | None = None,
+        amp: str | None = None,
+        **options,
+    ) -> Predictor:
+        """The predictor of a live `model` built from `cfg`, on the model's device: the one place that reads the
+        config's input scale (`data.scale`) and evaluation settings (`eval.top_k`, `eval.score_threshold`,
+        `eval.nms_iou`), for the training loop's periodic evaluation and `from_checkpoint`.
+
+        Args:
+            model: the detector (set to eval mode; a caller that trains it sets train mode back).
+            cfg: its resolved config.
+            classes: class names in label order; default `cfg.data.classes`.
+            amp: autocast; default `cfg.train.amp`, so that the periodic evaluation scores the model at the
+                precision (and speed) it trains in. `from_checkpoint` passes "none" unless asked.
+            options: top_k, score_threshold, nms_iou in place of the config's.
+        """
+        e = cfg.eval
+        options = {"top_k": e.top_k, "score_threshold": e.score_threshold, "nms_iou": e.nms_iou, **options}
+        device = next(model.parameters()).device
+        classes = cfg.data.classes if classes is None else classes
+        amp = cfg.train.amp if amp is None else amp
+        return cls(model, classes, scale=cfg.data.scale, device=device, amp=amp, **options)
+
+    @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "none", **options
     ) -> Predictor:
-        """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`): its weights, classes and
-        input scale; `options` (top_k, score_threshold, nms_iou) default to the config's evaluation settings."""
+        """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`) on `device`: its weights,
+        classes and input scale; `options` (top_k, score_threshold, nms_iou) default to the config's evaluation
+        settings (`from_config`). Autocast is `amp` ("none": float32, whatever the training used)."""
         model, cfg, classes = load_model(path, device)
-        e = cfg.eval
-        options = {"top_k": e.top_k, "score_threshold": e.score_threshold, "nms_iou": e.nms_iou, **options}
-        return cls(model, classes, scale=cfg.data.scale, device=device, amp=amp, **options)
+        return cls.from_config(model, cfg, classes=classes, amp=amp, **options)
 
     def _to_images(self, tiles: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale as
-        the training data is (`resize_image` on the uint8 pixels)."""
+        """(h, w, 3) uint8 tiles -> (3, h', w') float [0, 1] images on the device, resized by the input scale on the
+        CPU as the training data is (`resize_image` on the uint8 pixels), then sent as uint8."""
         images = []
         for tile in tiles:
-            image = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).permute(2, 0, 1)
-            images.append(resize_image(image, self.scale).float().div_(255.0))
+            image = torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1)  # (3, h, w) view, channels last
+            images.append(resize_image(image, self.scale).to(self.device).float().div_(255.0))
         return images
 
     @torch.no_grad()

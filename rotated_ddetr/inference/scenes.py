@@ -1,8 +1,9 @@
 """Scenes for tiled inference: an array, an image file or a GeoTIFF/BigTIFF -> `SceneReader` -> window pixels.
 
-A reader gives the scene's size, georeferencing (CRS and affine transform) and, on demand, the (h, w, 3) uint8 RGB
-pixels of any window at any rate, or a downscaled overview. Rasters are read window by window through rasterio
-(GDAL's block cache bounded), so memory does not grow with the scene; `tiling.py` decides which windows to read.
+A reader gives the scene's `image_size` (height, width), georeferencing (CRS and affine transform) and, on demand,
+the (h, w, 3) uint8 RGB pixels of any window at any rate (resampled here), or a downscaled overview. Rasters are read
+window by window through rasterio (GDAL's block cache bounded), so memory does not grow with the scene; the windows
+come from `rotated_ddetr.tiles`, and `tiling.py` reads them ahead in a background thread.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from rotated_ddetr.data.split import resized_shape
-from rotated_ddetr.inference.tiling import Tile, resample, source_window
+from rotated_ddetr.tiles import Tile, resized_size, source_window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # read window by window through rasterio (GDAL)
 OPENCV_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # decoded whole, once, by OpenCV
@@ -37,14 +37,14 @@ class SceneReader:
 
     Attributes:
         name: the scene's name (file stem); tile names and Task1 image names derive from it.
-        size: (width, height) in pixels.
+        image_size: (height, width) in pixels.
         crs: the `rasterio.crs.CRS` of a georeferenced raster, else None.
         transform: its `affine.Affine` pixel -> CRS transform (pixel (0, 0) is the top-left pixel's top-left corner,
             as in our rboxes), else None.
     """
 
     name: str
-    size: tuple[int, int]
+    image_size: tuple[int, int]
     crs = None
     transform = None
 
@@ -68,10 +68,10 @@ class SceneReader:
         """
         if not isinstance(window, Tile):
             left, up, w, h = (int(v) for v in window)
-            scaled_w, scaled_h = resized_shape(*self.size, float(rate))
+            scaled_h, scaled_w = scaled = resized_size(self.image_size, float(rate))
             if w <= 0 or h <= 0 or left < 0 or up < 0 or left + w > scaled_w or up + h > scaled_h:
                 raise ValueError(f"window {window} is not inside the {scaled_w} x {scaled_h} scene at rate {rate}")
-            window = Tile(float(rate), left, up, w, h, (left > 0, up > 0, left + w < scaled_w, up + h < scaled_h))
+            window = Tile.at(rate, left, up, (h, w), scaled)
         pixels = self.read_tile(window, skip_nodata=False)
         assert pixels is not None  # only nodata skipping gives None
         return pixels
@@ -82,7 +82,7 @@ class SceneReader:
         Raises:
             SceneError: the window cannot be read (corrupt or truncated file); names the scene and the window.
         """
-        x0, y0, x1, y1 = source_window(tile, *self.size)
+        x0, y0, x1, y1 = source_window(tile, self.image_size)
         pixels, valid = self._read_source(x0, y0, x1, y1)
         if skip_nodata and valid is not None and not valid.any():
             return None
@@ -98,10 +98,24 @@ class SceneReader:
         self.close()
 
 
-def _overview_shape(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """(width, height) of a scene of `size` shrunk to a longer side of at most `max_side` (never enlarged)."""
-    scale = min(1.0, max_side / max(size))
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+def _overview_size(image_size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(height, width) of a scene of `image_size` (height, width) shrunk to a longer side of at most `max_side`
+    (never enlarged)."""
+    return resized_size(image_size, min(1.0, max_side / max(image_size)))
+
+
+def resample(pixels: np.ndarray, tile: Tile, x0: int, y0: int) -> np.ndarray:
+    """The tile's (height, width, 3) pixels from its source window `pixels` (top-left at scene pixel (x0, y0)).
+
+    Bicubic, as the split tool's `cv2.resize(fx=rate, fy=rate, INTER_CUBIC)` of the whole scene, border pixels
+    replicated as cv2.resize does (within a few grey levels of it: OpenCV's fixed-point weights differ slightly).
+    """
+    if tile.rate == 1:
+        return pixels
+    r = tile.rate
+    matrix = np.array([[1 / r, 0, (tile.left + 0.5) / r - 0.5 - x0], [0, 1 / r, (tile.up + 0.5) / r - 0.5 - y0]])
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(pixels, matrix, (tile.width, tile.height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 class ArrayScene(SceneReader):
@@ -117,14 +131,16 @@ class ArrayScene(SceneReader):
             shape = getattr(image, "shape", None)
             raise SceneError(f"scene arrays must be (H, W, 3) uint8, got {type(image).__name__} {shape}")
         self.image, self.name = image, name
-        self.size = (image.shape[1], image.shape[0])
+        self.image_size = (image.shape[0], image.shape[1])
 
     def _read_source(self, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, None]:
         return self.image[y0:y1, x0:x1], None
 
     def overview(self, max_side: int) -> np.ndarray:
-        shape = _overview_shape(self.size, max_side)
-        return self.image.copy() if shape == self.size else cv2.resize(self.image, shape, interpolation=cv2.INTER_AREA)
+        height, width = size = _overview_size(self.image_size, max_side)
+        if size == self.image_size:
+            return self.image.copy()
+        return cv2.resize(self.image, (width, height), interpolation=cv2.INTER_AREA)
 
 
 class ImageFileScene(ArrayScene):
@@ -188,7 +204,7 @@ class RasterScene(SceneReader):
 
     def _setup(self, bands: Sequence[int] | None) -> None:
         ds = self._ds
-        self.size = (ds.width, ds.height)
+        self.image_size = (ds.height, ds.width)
         interp = list(ds.colorinterp)
         rgb = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue) if c in interp]
         default = tuple(rgb) if len(rgb) == 3 else (1, 2, 3) if ds.count >= 3 else (1, 1, 1)
@@ -225,8 +241,7 @@ class RasterScene(SceneReader):
 
     def _stretch_limits(self, percentiles: tuple[float, float], stats_side: int) -> np.ndarray:
         """(len(indexes), 2) per-band (low, high) percentiles of the valid pixels of a decimated read."""
-        width, height = _overview_shape(self.size, stats_side)
-        data, valid = self._read(None, (height, width), Resampling.nearest)
+        data, valid = self._read(None, _overview_size(self.image_size, stats_side), Resampling.nearest)
         limits = np.zeros((len(self._indexes), 2))
         for i, band in enumerate(data):
             values = band[valid] if valid is not None else band.ravel()
@@ -257,9 +272,8 @@ class RasterScene(SceneReader):
 
     def overview(self, max_side: int) -> np.ndarray:
         """The scene downscaled by GDAL (averaging; from the file's overviews where it has them)."""
-        width, height = _overview_shape(self.size, max_side)
         try:
-            data, valid = self._read(None, (height, width), Resampling.average)
+            data, valid = self._read(None, _overview_size(self.image_size, max_side), Resampling.average)
         except RasterioError as error:
             raise SceneError(f"{self.path}: cannot read an overview ({error.__cause__ or error})") from None
         return self._to_rgb(data, valid)

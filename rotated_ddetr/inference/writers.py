@@ -1,6 +1,7 @@
 """Writers of tiled-inference results: a scene's merged `Detections` -> files, the last stage before evaluation.
 
-Per scene: a DOTA-style result file (`scenes/{name}.txt`, which also marks the scene done), a GeoJSON
+Per scene: a DOTA-style result file (`scenes/{name}.txt`, format in `rotated_ddetr.data.dota`; it also marks the
+scene done), a GeoJSON
 FeatureCollection (pixel or CRS coordinates) and a picture with the boxes in class colours; over all scenes: DOTA
 Task1 submission files (`Task1_{class}.txt`, through `rotated_ddetr.data.dota.write_task1`). Every file is written
 atomically (`rotated_ddetr.fileio`).
@@ -12,14 +13,13 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from rotated_ddetr.boxes import rboxes_to_polygons
-from rotated_ddetr.data.dota import DotaFormatError, Task1Detections, format_numbers, write_task1
+from rotated_ddetr.data.dota import SceneResult, Task1Detections, read_scene_result, write_scene_result, write_task1
 from rotated_ddetr.fileio import atomic_write_bytes, atomic_write_text
 from rotated_ddetr.inference.postprocess import Detections
 from rotated_ddetr.inference.scenes import SceneReader
@@ -32,63 +32,21 @@ _PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
             (158, 218, 229), (199, 199, 199))  # fmt: skip
 
 
-@dataclass
-class SceneResult:
-    """One scene's detections as written to files.
-
-    Attributes:
-        polygons: (K, 8) float64 x1 y1 ... x4 y4 in scene pixels (the rboxes' corners in the convention's order).
-        classes: K class names.
-        scores: (K,) float64.
-    """
-
-    polygons: np.ndarray
-    classes: list[str]
-    scores: np.ndarray
-
-    @classmethod
-    def from_detections(cls, detections: Detections, class_names: Sequence[str]) -> SceneResult:
-        """Polygons from the rboxes, rounded to 0.01 px; scores rounded to 1e-6 (float32 detections carry no more;
-        the files stay short); names from the labels (indices into `class_names`)."""
-        polygons = rboxes_to_polygons(detections.rboxes.detach().cpu().double().numpy()).reshape(-1, 8)
-        labels = detections.labels.detach().cpu().tolist()
-        if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
-            raise ValueError(f"labels {min(labels)}..{max(labels)} do not index {len(class_names)} class names")
-        scores = np.round(detections.scores.detach().cpu().double().numpy(), 6)
-        return cls(np.round(polygons, 2), [class_names[i] for i in labels], scores)
+def to_scene_result(detections: Detections, class_names: Sequence[str]) -> SceneResult:
+    """A scene's `Detections` as written to files: polygons from the rboxes, rounded to 0.01 px; scores rounded to
+    1e-6 (float32 detections carry no more; the files stay short); names from the labels (indices into
+    `class_names`)."""
+    polygons = rboxes_to_polygons(detections.rboxes.detach().cpu().double().numpy()).reshape(-1, 8)
+    labels = detections.labels.detach().cpu().tolist()
+    if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
+        raise ValueError(f"labels {min(labels)}..{max(labels)} do not index {len(class_names)} class names")
+    scores = np.round(detections.scores.detach().cpu().double().numpy(), 6)
+    return SceneResult(np.round(polygons, 2), [class_names[i] for i in labels], scores)
 
 
 def scene_result_path(out: str | os.PathLike, name: str) -> Path:
     """`out/scenes/{name}.txt`: the scene's result file, written last, so its presence means the scene is done."""
     return Path(out) / "scenes" / f"{name}.txt"
-
-
-def write_scene_result(path: str | os.PathLike, result: SceneResult) -> None:
-    """Writes a scene's DOTA-style result file: lines `x1 y1 ... x4 y4 class score` (the label layout with the score
-    in place of the difficult flag), numbers lossless, by decreasing score."""
-    numbers = np.array(format_numbers(np.concatenate([result.polygons, result.scores[:, None]], axis=1)), dtype=object)
-    rows = numbers.reshape(-1, 9)
-    text = "".join(f"{' '.join(r[:8])} {c} {r[8]}\n" for r, c in zip(rows, result.classes, strict=True))
-    atomic_write_text(path, text)
-
-
-def read_scene_result(path: str | os.PathLike) -> SceneResult:
-    """Reads a file of `write_scene_result`. Raises DotaFormatError naming the file and line when malformed."""
-    polygons, classes, scores = [], [], []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        try:
-            if len(tokens) != 10:
-                raise ValueError(f"expected 10 fields (x1 y1 ... x4 y4 class score), got {len(tokens)}")
-            numbers = [float(t) for t in (*tokens[:8], tokens[9])]
-        except ValueError as error:
-            raise DotaFormatError(path, line_no, str(error)) from None
-        polygons.append(numbers[:8])
-        classes.append(tokens[8])
-        scores.append(numbers[8])
-    return SceneResult(np.array(polygons, dtype=np.float64).reshape(-1, 8), classes, np.array(scores, np.float64))
 
 
 def write_task1_results(folder: str | os.PathLike, results: Mapping[str, SceneResult], classes: Sequence[str]) -> None:
@@ -193,7 +151,7 @@ def write_picture(
     """Writes the scene (downscaled to a longer side of at most `max_side`, read as an overview: bounded memory)
     with its boxes and a legend, as PNG or JPEG by the suffix of `path`."""
     image = np.ascontiguousarray(reader.overview(max_side))
-    scale = image.shape[1] / reader.size[0]
+    scale = image.shape[1] / reader.image_size[1]
     image = draw_detections(image, result, classes, scale)
     ok, encoded = cv2.imencode(Path(path).suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:

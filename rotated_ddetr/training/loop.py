@@ -36,8 +36,9 @@ from rotated_ddetr.distributed import (
     train_sampler,
     wrap_model,
 )
-from rotated_ddetr.evaluation.model_eval import evaluate_model
+from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.fileio import atomic_open, atomic_write_text
+from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.model import DetectorOutput, build_model
 from rotated_ddetr.training.assigner import TopKAssigner
 from rotated_ddetr.training.criterion import SetCriterion
@@ -307,12 +308,18 @@ def _save(run: _Run, end_of_epoch: bool) -> Path:
 
 
 def _evaluate(run: _Run) -> None:
-    """DOTA mAP of the current model on data.val_root (rank 0; the others wait)."""
-    d, e = run.cfg.data, run.cfg.eval
+    """DOTA mAP of the current model on data.val_root (rank 0; the others wait), through the inference path: a
+    `Predictor` of the live model (the config's scale and evaluation settings, the training's autocast) over the
+    folder's whole images, train.batch_size at a time."""
+    d = run.cfg.data
     if run.ctx.is_main:
         model = unwrap(run.trainer.model)
-        result, _ = evaluate_model(model, d.val_root, d.classes, d.scale, batch_size=run.cfg.train.batch_size,
-                                   top_k=e.top_k, score_threshold=e.score_threshold, nms_iou=e.nms_iou)  # fmt: skip
+        was_training = model.training
+        detections = predict_folder(
+            Predictor.from_config(model, run.cfg), d.val_root, batch_size=run.cfg.train.batch_size
+        )
+        model.train(was_training)
+        result = eval_dota(detections, Path(d.val_root) / "labelTxt", classes=list(d.classes))
         run.metrics = {"mAP": result["mAP"], **{f"AP/{k}": v for k, v in result["AP"].items()}}
         run.logger.log("eval", run.step, {"epoch": run.epoch, **run.metrics})
     barrier(run.ctx)

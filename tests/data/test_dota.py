@@ -20,7 +20,7 @@ from rotated_ddetr.data import (
     write_dota_labels,
     write_task1,
 )
-from rotated_ddetr.data.dota import format_numbers
+from rotated_ddetr.data.dota import SceneResult, format_numbers, read_scene_result, write_scene_result
 
 
 def _independent_count(path: Path) -> tuple[collections.Counter, collections.Counter]:
@@ -232,3 +232,16 @@ def test_dataclass_shape_checks():
     with pytest.raises(ValueError, match="1 image names but 2 scores"):
         Task1Detections(["a"], [0.1, 0.2], np.zeros((1, 8)))
     assert len(DotaLabels(np.zeros((3, 8)), ["a"] * 3, [0] * 3)) == 3
+
+
+def test_scene_result_file_round_trip_and_errors(tmp_path):
+    polygons = np.array([[0.5, 1, 2.25, 3, 4, 5, 6, 7], [10, 20, 30, 20, 30, 40, 10, 40]])
+    result = SceneResult(polygons, ["plane", "ship"], np.array([0.875, 0.1]))
+    write_scene_result(tmp_path / "s.txt", result)
+    assert (tmp_path / "s.txt").read_text() == "0.5 1 2.25 3 4 5 6 7 plane 0.875\n10 20 30 20 30 40 10 40 ship 0.1\n"
+    back = read_scene_result(tmp_path / "s.txt")
+    assert back.polygons.tolist() == polygons.tolist() and back.classes == result.classes
+    assert back.scores.tolist() == [0.875, 0.1]
+    (tmp_path / "bad.txt").write_text("0 0 1 0 1 1 0 1 plane 0.5\n\n0 0 1 0 1 1 0 1 plane\n")
+    with pytest.raises(DotaFormatError, match=r"bad\.txt:3: expected 10 fields .* got 9"):
+        read_scene_result(tmp_path / "bad.txt")

@@ -11,15 +11,12 @@ from rotated_ddetr.data.dota import DotaLabels, read_dota_labels, write_dota_lab
 from rotated_ddetr.data.split import (
     SplitOptions,
     clip_labels,
-    parse_tile_name,
     poly5_to_poly4,
     read_scene_labels,
-    resized_shape,
     split_dataset,
     split_image,
-    tile_name,
-    tile_windows,
 )
+from rotated_ddetr.tiles import parse_tile_name, resized_size, tile_name, tile_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,10 +51,10 @@ def _tiles(dst: Path) -> dict[str, DotaLabels]:
 
 def test_windows_of_p0706_and_small_images():
     # P0706 is 1111 x 1182: steps of 824 px, the last window snapped back to the edge (1111 - 1024 = 87, 158).
-    assert tile_windows(1111, 1182, 1024, 200) == [(0, 0), (0, 158), (87, 0), (87, 158)]
-    assert tile_windows(500, 300, 1024, 200) == [(0, 0)]  # smaller than a tile: one window
-    assert tile_windows(1024, 1024, 1024, 200) == [(0, 0)]
-    assert tile_windows(2000, 1025, 1024, 200) == [(0, 0), (0, 1), (824, 0), (824, 1), (976, 0), (976, 1)]
+    assert tile_windows((1182, 1111), 1024, 200) == [(0, 0), (0, 158), (87, 0), (87, 158)]
+    assert tile_windows((300, 500), 1024, 200) == [(0, 0)]  # smaller than a tile: one window
+    assert tile_windows((1024, 1024), 1024, 200) == [(0, 0)]
+    assert tile_windows((1025, 2000), 1024, 200) == [(0, 0), (0, 1), (824, 0), (824, 1), (976, 0), (976, 1)]
     assert tile_name("P0706", 1.0, 824, 0) == "P0706__1.0__824___0"
     assert tile_name("P0706", 1, 0, 0) == "P0706__1.0__0___0"
     assert parse_tile_name("P0706__1.5__87___158") == ("P0706", 1.5, 87, 158)
@@ -94,7 +91,7 @@ def test_cut_objects_by_hand():
     ]
     labels = DotaLabels(np.array(polygons, dtype=np.float64), list("abcdef"), [0, 1, 0, 0, 0, 0])
     options = SplitOptions(tile_size=600, gap=100)
-    assert tile_windows(1000, 600, 600, 100) == [(0, 0), (400, 0)]
+    assert tile_windows((600, 1000), 600, 100) == [(0, 0), (400, 0)]
     first = clip_labels(labels, 0, 0, 600, 599, options)
     assert first.classes == list("abcdef")
     # The 5-gon (570,400) (600,420) (600,485) (590,500) (530,460): its shortest edge (600,485)-(590,500) becomes
@@ -150,7 +147,7 @@ def test_rates_scale_images_and_coordinates(dota_samples: Path, tmp_path: Path):
     split_image(dota_samples / "images" / "P1888.png", dota_samples / "labelTxt" / "P1888.txt", tmp_path, options)
     tiles = _tiles(tmp_path)
     # 712 x 557 -> 356 x 278 (278.5 rounds to even) and 1068 x 836 (835.5 rounds to even): 1 and 2 windows.
-    assert resized_shape(712, 557, 0.5) == (356, 278) and resized_shape(712, 557, 1.5) == (1068, 836)
+    assert resized_size((557, 712), 0.5) == (278, 356) and resized_size((557, 712), 1.5) == (836, 1068)
     assert sorted(tiles) == ["P1888__0.5__0___0", "P1888__1.5__0___0", "P1888__1.5__44___0"]
     half = tiles["P1888__0.5__0___0"]
     np.testing.assert_array_equal(half.polygons, np.trunc(scene.polygons * 0.5))  # all inside the only tile
@@ -167,7 +164,7 @@ def test_rates_scale_images_and_coordinates(dota_samples: Path, tmp_path: Path):
     for width in (555, 556, 557, 1111):
         for rate in (0.5, 1.5, 0.7):
             shape = cv2.resize(np.zeros((3, width), np.uint8), None, fx=rate, fy=rate).shape
-            assert resized_shape(width, 3, rate) == (shape[1], shape[0])
+            assert resized_size((3, width), rate) == shape
 
 
 def test_rerun_skips_existing_tiles(tmp_path: Path):

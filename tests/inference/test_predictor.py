@@ -103,7 +103,7 @@ def test_oracle_gives_the_ground_truth_back(mosaic, case, cut_views):
     image, labels = mosaic
     rates, tile_size, gap = CASES[case]
     classes = sorted(set(labels.classes))
-    tiles = plan_tiles(image.shape[1], image.shape[0], tile_size, gap, rates)
+    tiles = plan_tiles(image.shape[:2], tile_size, gap, rates)
     assert len(tiles) >= 4 if case != "0.5" else len(tiles) >= 6
     oracle = Oracle(image, labels, tiles, classes, cut_views)
     dets = tiled_predict(image, oracle, tile_size=tile_size, gap=gap, rates=rates, batch_size=3)

@@ -38,9 +38,8 @@ def _write_tif(path, bands, nodata=None, colorinterp=None, crs="EPSG:32633", blo
 
 def _assemble(reader, tile_size=96, gap=16):
     """The scene rebuilt from its rate-1 tiles read one window at a time."""
-    width, height = reader.size
-    out = np.full((height, width, 3), 7, np.uint8)
-    for tile in plan_tiles(width, height, tile_size, gap):
+    out = np.full((*reader.image_size, 3), 7, np.uint8)
+    for tile in plan_tiles(reader.image_size, tile_size, gap):
         out[tile.up : tile.up + tile.height, tile.left : tile.left + tile.width] = reader.read(tile)
     return out
 
@@ -49,7 +48,7 @@ def test_uint8_rgb_geotiff_windows_equal_the_full_read(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (3, 250, 330), dtype=np.uint8)
     path = _write_tif(tmp_path / "rgb.tif", rgb)
     with open_scene(path) as reader:
-        assert isinstance(reader, RasterScene) and reader.size == (330, 250) and reader.bands == (1, 2, 3)
+        assert isinstance(reader, RasterScene) and reader.image_size == (250, 330) and reader.bands == (1, 2, 3)
         assert reader.crs.to_epsg() == 32633 and reader.transform == TRANSFORM
         np.testing.assert_array_equal(_assemble(reader), rgb.transpose(1, 2, 0))
         np.testing.assert_array_equal(reader.read((0, 0, 330, 250)), rgb.transpose(1, 2, 0))
@@ -93,7 +92,7 @@ def test_nodata_tiles_are_skipped(tmp_path):
         return [empty_detections() for _ in tiles]
 
     with open_scene(path) as reader:
-        tiles = plan_tiles(400, 300, 100, 0)  # 12 tiles, 4 of them inside the nodata corner
+        tiles = plan_tiles((300, 400), 100, 0)  # 12 tiles, 4 of them inside the nodata corner
         batches = list(prefetch_batches(reader, tiles, batch_size=5))
         assert sum(len(b.tiles) for b in batches) == 8 and sum(b.consumed for b in batches) == 12
         assert all(t.left >= 200 or t.up >= 200 for b in batches for t in b.tiles)
@@ -108,7 +107,7 @@ def test_alpha_zero_is_nodata_and_single_band_is_grey(tmp_path):
     interp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
     with open_scene(_write_tif(tmp_path / "rgba.tif", rgba, colorinterp=interp)) as reader:
         assert reader.read((0, 0, 128, 128))[:, :64].max() == 0 and reader.read((64, 0, 64, 128)).min() == 90
-        assert [t.left for t in plan_tiles(128, 128, 64, 0) if reader.read_tile(t) is not None] == [64, 64]
+        assert [t.left for t in plan_tiles((128, 128), 64, 0) if reader.read_tile(t) is not None] == [64, 64]
     grey = np.arange(64 * 64, dtype=np.uint8).reshape(1, 64, 64)
     with open_scene(_write_tif(tmp_path / "grey.tif", grey, crs=None)) as reader:
         assert reader.bands == (1, 1, 1) and reader.crs is None and reader.transform is None
@@ -122,7 +121,7 @@ def test_geotiff_rate_reads_and_overview(tmp_path):
     rgb = cv2.resize(small, (500, 400), interpolation=cv2.INTER_LINEAR)
     with open_scene(_write_tif(tmp_path / "rgb.tif", rgb.transpose(2, 0, 1).copy())) as reader:
         full = cv2.resize(rgb, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
-        for tile in plan_tiles(500, 400, 96, 16, (0.5,)):
+        for tile in plan_tiles((400, 500), 96, 16, (0.5,)):
             crop = full[tile.up : tile.up + tile.height, tile.left : tile.left + tile.width]
             assert np.abs(reader.read(tile).astype(int) - crop).max() <= 2
         overview = reader.overview(100)
@@ -133,7 +132,7 @@ def test_geotiff_rate_reads_and_overview(tmp_path):
 def test_image_files_and_errors(tmp_path, dota_samples):
     png = dota_samples / "images" / "P1888.png"
     with open_scene(png) as reader:
-        assert isinstance(reader, ImageFileScene) and reader.size == (712, 557) and reader.name == "P1888"
+        assert isinstance(reader, ImageFileScene) and reader.image_size == (557, 712) and reader.name == "P1888"
         np.testing.assert_array_equal(reader.read((5, 6, 7, 8)), cv2.imread(str(png))[6:14, 5:12, ::-1])
     data = png.read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
@@ -154,7 +153,7 @@ def test_truncated_geotiff_fails_at_the_window_that_is_gone(tmp_path):
     (tmp_path / "cut.tif").write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(SceneError, match=r"cut\.tif: cannot read window .*TIFFReadEncodedTile"):
         with open_scene(tmp_path / "cut.tif") as reader:
-            for tile in plan_tiles(256, 256, 64, 0):
+            for tile in plan_tiles((256, 256), 64, 0):
                 reader.read(tile)
 
 

@@ -1,5 +1,5 @@
-"""Tiling: windows cover every scene at every rate with the split tool's rule; tile reads equal the scene's pixels;
-the background reader keeps order, stops early and re-raises read errors."""
+"""Tiling: tile reads equal the scene's pixels (resized ones the whole scene resized); the background reader keeps
+order, stops early and re-raises read errors. (The windows themselves: tests/test_tiles.py.)"""
 
 import contextlib
 import threading
@@ -8,47 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rotated_ddetr.data.split import parse_tile_name, resized_shape, tile_windows
 from rotated_ddetr.inference import ArrayScene, SceneError, plan_tiles, prefetch_batches
-from rotated_ddetr.inference.tiling import source_window
-
-SIZES = [(1111, 1182), (3000, 700), (700, 3000), (1024, 1024), (1025, 2049), (300, 200), (4096, 4096)]
-RATES = [0.5, 1.0, 1.5, 0.3]
-
-
-@pytest.mark.parametrize("width,height", SIZES)
-@pytest.mark.parametrize("rate", RATES)
-def test_windows_cover_scene_with_split_rule(width, height, rate):
-    tile_size, gap = 512, 128
-    tiles = plan_tiles(width, height, tile_size, gap, (rate,))
-    scaled_w, scaled_h = resized_shape(width, height, rate)
-    covered = np.zeros((scaled_h, scaled_w), bool)
-    for tile in tiles:
-        assert 0 <= tile.left and tile.left + tile.width <= scaled_w  # inside the resized scene
-        assert 0 <= tile.up and tile.up + tile.height <= scaled_h
-        assert tile.width == min(tile_size, scaled_w) and tile.height == min(tile_size, scaled_h)
-        covered[tile.up : tile.up + tile.height, tile.left : tile.left + tile.width] = True
-        assert tile.inner_edges == (tile.left > 0, tile.up > 0, tile.left + tile.width < scaled_w,
-                                    tile.up + tile.height < scaled_h)  # fmt: skip
-        assert parse_tile_name(tile.name("P0706")) == ("P0706", rate, tile.left, tile.up)
-    assert covered.all()  # every pixel is in some window
-    # The split tool's windows, in its order (columns outer); steps of tile_size - gap, the last snapped to the edge.
-    assert [(t.left, t.up) for t in tiles] == tile_windows(scaled_w, scaled_h, tile_size, gap)
-    for starts, extent in (({t.left for t in tiles}, scaled_w), ({t.up for t in tiles}, scaled_h)):
-        starts = sorted(starts)
-        assert starts[0] == 0 and starts[-1] == max(extent - tile_size, 0)  # the last one snapped to the edge
-        steps = np.diff(starts)
-        assert (steps[:-1] == tile_size - gap).all() and (steps[-1:] <= tile_size - gap).all() and (steps > 0).all()
-
-
-def test_multi_rate_plan_is_rate_by_rate():
-    tiles = plan_tiles(2000, 1500, 1024, 200, (1.0, 0.5))
-    assert [t.rate for t in tiles] == [1.0] * 6 + [0.5]
-    assert (tiles[-1].width, tiles[-1].height, tiles[-1].inner_edges) == (1000, 750, (False,) * 4)
-    with pytest.raises(ValueError, match="gap"):
-        plan_tiles(100, 100, 512, 512)
-    with pytest.raises(ValueError, match="rates"):
-        plan_tiles(100, 100, 512, 100, (0.0,))
+from rotated_ddetr.tiles import source_window
 
 
 def _smooth_scene(width=900, height=700, seed=0):
@@ -60,7 +21,7 @@ def _smooth_scene(width=900, height=700, seed=0):
 def test_rate_one_tiles_are_exactly_the_scene_pixels():
     image = _smooth_scene()
     scene = ArrayScene(image)
-    for tile in plan_tiles(900, 700, 256, 50):
+    for tile in plan_tiles((700, 900), 256, 50):
         pixels = scene.read(tile)
         np.testing.assert_array_equal(
             pixels, image[tile.up : tile.up + tile.height, tile.left : tile.left + tile.width]
@@ -77,8 +38,8 @@ def test_resized_tiles_match_resizing_the_whole_scene(rate):
     image = _smooth_scene(seed=1)
     full = cv2.resize(image, None, fx=rate, fy=rate, interpolation=cv2.INTER_CUBIC)
     scene = ArrayScene(image)
-    for tile in plan_tiles(900, 700, 200, 40, (rate,)):
-        x0, y0, x1, y1 = source_window(tile, 900, 700)
+    for tile in plan_tiles((700, 900), 200, 40, (rate,)):
+        x0, y0, x1, y1 = source_window(tile, (700, 900))
         assert (x1 - x0) <= tile.width / rate + 8 and (y1 - y0) <= tile.height / rate + 8  # only the tile's source
         crop = full[tile.up : tile.up + tile.height, tile.left : tile.left + tile.width].astype(int)
         diff = np.abs(scene.read(tile).astype(int) - crop)
@@ -94,7 +55,7 @@ def test_array_scene_rejects_other_arrays():
 
 def test_prefetch_keeps_order_batches_and_counts():
     image = _smooth_scene()
-    tiles = plan_tiles(900, 700, 256, 50)
+    tiles = plan_tiles((700, 900), 256, 50)
     batches = list(prefetch_batches(ArrayScene(image), tiles, batch_size=4))
     assert [len(b.tiles) for b in batches] == [4] * (len(tiles) // 4) + ([len(tiles) % 4] if len(tiles) % 4 else [])
     assert [t for b in batches for t in b.tiles] == tiles
@@ -119,7 +80,7 @@ class _CountingScene(ArrayScene):
 
 def test_prefetch_reads_ahead_boundedly_and_stops_early():
     scene = _CountingScene(_smooth_scene(2000, 2000))
-    tiles = plan_tiles(2000, 2000, 128, 0)  # 256 tiles
+    tiles = plan_tiles((2000, 2000), 128, 0)  # 256 tiles
     with contextlib.closing(prefetch_batches(scene, tiles, batch_size=2, depth=2)) as batches:
         first = next(batches)
         assert len(first.tiles) == 2
@@ -131,4 +92,4 @@ def test_prefetch_reads_ahead_boundedly_and_stops_early():
 def test_prefetch_reraises_read_errors_in_the_consumer():
     scene = _CountingScene(_smooth_scene(), fail_at=3)
     with pytest.raises(SceneError, match="cannot read window"):
-        list(prefetch_batches(scene, plan_tiles(900, 700, 256, 50), batch_size=2))
+        list(prefetch_batches(scene, plan_tiles((700, 900), 256, 50), batch_size=2))

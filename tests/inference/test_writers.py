@@ -12,20 +12,18 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from rotated_ddetr.data.dota import read_task1
+from rotated_ddetr.data.dota import SceneResult, read_scene_result, read_task1, write_scene_result
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.inference import ArrayScene, Detections
 from rotated_ddetr.inference.predictor import predict_scenes
 from rotated_ddetr.inference.writers import (
-    SceneResult,
     assemble_task1,
     class_colour,
     geojson_collection,
-    read_scene_result,
     scene_result_path,
+    to_scene_result,
     write_geojson,
     write_picture,
-    write_scene_result,
     write_task1_results,
 )
 
@@ -36,7 +34,7 @@ def _result():
     # An axis-aligned 20 x 20 square centred at (20, 30) and a 40 x 10 box at (100, 50) turned by 90 degrees.
     dets = Detections(torch.tensor([[20.0, 30.0, 20.0, 20.0, 0.0], [100.0, 50.0, 40.0, 10.0, -math.pi / 2]]),
                       torch.tensor([0.9, 0.25]), torch.tensor([1, 0]))  # fmt: skip
-    return SceneResult.from_detections(dets, CLASSES)
+    return to_scene_result(dets, CLASSES)
 
 
 def test_geojson_geographic_coordinates_by_hand(tmp_path):

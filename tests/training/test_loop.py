@@ -8,6 +8,8 @@ import torch
 from rotated_ddetr.checkpoint import load_checkpoint
 from rotated_ddetr.config import OptimConfig
 from rotated_ddetr.distributed import init_distributed
+from rotated_ddetr.evaluation import eval_dota
+from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.model import build_model
 from rotated_ddetr.training.loop import LrSchedule, SetupError, build_optimizer, train
 from tests.small_model import small_test_model_config
@@ -107,6 +109,21 @@ def test_time_budget_drops_the_learning_rate(tiny_dataset, tmp_path):
     assert drop[0]["lr"] == pytest.approx(cfg.optim.lr * cfg.optim.lr_drop_factor)  # warmup (2 steps) done at step 1
     scheduler = load_checkpoint(tmp_path / "drop" / "checkpoint_last.pth")["scheduler"]
     assert scheduler["lr_lambdas"][0]["drop_step"] == 1
+
+
+def test_periodic_evaluation_scores_the_saved_model_as_the_inference_path_does(tiny_dataset, tmp_path):
+    # The epoch's checkpoint is written before its evaluation: the same weights through Predictor.from_checkpoint
+    # and predict_folder (what tools/test.py runs) must give the logged metrics exactly.
+    cfg = tiny_train_config(tiny_dataset, tmp_path / "eval", train={"epochs": 1}, eval={"every": 1})
+    cfg.data.val_root = str(tiny_dataset)
+    result = train(cfg, init_distributed("cpu"), progress=False)
+    predictor = Predictor.from_checkpoint(tmp_path / "eval" / "checkpoint_last.pth")
+    detections = predict_folder(predictor, tiny_dataset, batch_size=cfg.train.batch_size)
+    expected = eval_dota(detections, tiny_dataset / "labelTxt", classes=list(cfg.data.classes))
+    assert result.metrics == {"mAP": expected["mAP"], **{f"AP/{k}": v for k, v in expected["AP"].items()}}
+    records = [json.loads(line) for line in (tmp_path / "eval" / "log.jsonl").read_text().splitlines()]
+    assert [r["mAP"] for r in records if r["kind"] == "eval"] == [expected["mAP"]]
+    assert sum(len(d) for d in detections.values()) > 0
 
 
 def test_setup_errors(tiny_dataset, tmp_path):
