@@ -148,14 +148,14 @@ def generate_image(
     Args:
         seed: dataset seed.
         index: image number; (seed, index) alone determines the result.
-        size: side in pixels, or (width, height).
+        size: side in pixels, or (height, width).
         options: what the scenes hold (defaults when None).
 
     Returns:
         (height, width, 3) uint8 BGR image and its labels (pixels).
     """
     options = options or SyntheticOptions()
-    width, height = (size, size) if isinstance(size, int) else size
+    height, width = (size, size) if isinstance(size, int) else size
     plan = plan_scene(width, height, seed, index, options)
     return _assemble(plan, options.stripe), scene_labels(plan, options)
 
@@ -251,7 +251,7 @@ def write_scene(
         image_path: `.png` (the pixels are assembled in memory, 3 bytes per pixel) or `.tif`/`.tiff` (a tiled
             GeoTIFF written stripe by stripe; only the compressed file is held in memory).
         label_path: where to write the DOTA label file, or None.
-        size: side in pixels, or (width, height).
+        size: side in pixels, or (height, width).
         seed, index: as for `generate_image` (the same (seed, index, size) gives the same scene).
         options: what the scene holds; densities are per 512 x 512 pixels.
 
@@ -260,7 +260,7 @@ def write_scene(
     """
     options = options or SyntheticOptions()
     image_path = Path(image_path)
-    width, height = (size, size) if isinstance(size, int) else size
+    height, width = (size, size) if isinstance(size, int) else size
     plan = plan_scene(width, height, seed, index, options)
     if image_path.suffix.lower() in (".tif", ".tiff"):
         _write_geotiff(image_path, plan, options.stripe)

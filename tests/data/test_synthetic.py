@@ -133,8 +133,8 @@ def test_noise_and_stripes_join_without_seams():
 def test_scene_as_geotiff_equals_png(tmp_path: Path):
     rasterio = pytest.importorskip("rasterio")
     options = SyntheticOptions(stripe=256)
-    labels = write_scene(tmp_path / "images" / "s.tif", tmp_path / "labelTxt" / "s.txt", (900, 700), 4, 0, options)
-    write_scene(tmp_path / "images" / "s.png", None, (900, 700), 4, 0, options)
+    labels = write_scene(tmp_path / "images" / "s.tif", tmp_path / "labelTxt" / "s.txt", (700, 900), 4, 0, options)
+    write_scene(tmp_path / "images" / "s.png", None, (700, 900), 4, 0, options)
     with rasterio.open(tmp_path / "images" / "s.tif") as geotiff:
         assert (geotiff.width, geotiff.height, geotiff.count) == (900, 700, 3)
         assert geotiff.crs is not None and geotiff.transform.a == pytest.approx(-geotiff.transform.e)
