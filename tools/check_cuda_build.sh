@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the CUDA kernels (one arch) without needing a GPU, so a kernel that does not compile fails CI.
-# Uses pip's `cuda-toolkit[nvcc]` matching torch's CUDA version as CUDA_HOME (a system nvcc may lack the cuBLAS and
-# cuSPARSE headers that ATen's CUDA headers include), builds into build/cuda_check/, and loads the result.
+# Uses pip's `cuda-toolkit[nvcc,cccl]` matching torch's CUDA version as CUDA_HOME (a system nvcc may lack the cuBLAS
+# and cuSPARSE headers that ATen's CUDA headers include; since CUDA 13 the CCCL headers, e.g. <nv/target> included
+# by cuda_fp16.h, ship in their own wheel), builds into build/cuda_check/, and loads the result.
 # Run inside the environment made by tools/setup_env.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,7 +11,7 @@ torch_cuda=$(python -c "import torch; print(torch.version.cuda or '')")
 if [[ -z $torch_cuda ]]; then
   echo "[cuda-check] skipped: torch is a CPU-only build"; exit 0
 fi
-python -m pip install -q "cuda-toolkit[nvcc]==${torch_cuda}.*"
+python -m pip install -q "cuda-toolkit[nvcc,cccl]==${torch_cuda}.*"
 cuda_home=$(python - <<'PY'
 import glob, os, site
 for root in site.getsitepackages():
