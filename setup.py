@@ -62,6 +62,8 @@ def _extensions():
     import torch
     from torch.utils import cpp_extension
 
+    # Every .cpp (CPU kernels, the input checks the CUDA kernels share, the bindings) is in every build; .cu only
+    # in CUDA builds.
     sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     cuda_sources = sorted(glob.glob("csrc/**/*.cu", recursive=True))
     define_macros = []

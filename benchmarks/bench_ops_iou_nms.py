@@ -100,32 +100,31 @@ def _iou_rows(count: int, extent: float, repeats: int, devices: list[torch.devic
     return rows
 
 
-def _nms_rows(objects: int, per_object: int, repeats: int, devices: list[torch.device]) -> list[dict]:
+def _nms_rows(
+    objects: int, per_object: int, repeats: int, devices: list[torch.device], with_reference: bool = True
+) -> list[dict]:
+    """NMS of a detector-like scene in float64 and float32. The baseline (speedup 1, expected result) is the twin
+    on CPU, or with `with_reference=False` (sizes where the twin is too slow) the compiled CPU kernel."""
     boxes, scores = detections(objects, per_object, seed=3)
-    shape = f"{len(boxes)} boxes"
-    reference_ms, expected = _time_ms(lambda: nms_rotated_reference(boxes, scores, 0.5), 1, torch.device("cpu"))
-    rows = [
-        dict(op="nms_rotated", shape=shape, impl="reference", device="cpu", time_ms=reference_ms, kept=len(expected))
-    ]
-    for device in devices:
-        if backend("nms_rotated", device) != "kernel":
-            continue
-        b, s = boxes.to(device), scores.to(device)
-        ms, kept = _time_ms(lambda b=b, s=s: nms_rotated(b, s, 0.5), repeats, device)
-        same = torch.equal(kept.cpu(), expected)
-        rows.append(
-            dict(
-                op="nms_rotated",
-                shape=shape,
-                impl="kernel",
-                device=device.type,
-                time_ms=ms,
-                kept=len(kept),
-                max_abs_diff=0.0 if same else float("nan"),
-            )
-        )
-    for row in rows:
-        row["speedup"] = reference_ms / row["time_ms"]
+    cpu = torch.device("cpu")
+    rows = []
+    for dtype in (torch.float64, torch.float32):
+        b, s = boxes.to(dtype), scores.to(dtype)
+        shape = f"{len(boxes)} boxes {str(dtype)[6:]}"
+        impl, fn = ("reference", nms_rotated_reference) if with_reference else ("kernel", nms_rotated)
+        base_ms, expected = _time_ms(lambda fn=fn, b=b, s=s: fn(b, s, 0.5), 1, cpu)
+        group = [dict(op="nms_rotated", shape=shape, impl=impl, device="cpu", time_ms=base_ms, kept=len(expected))]
+        for device in devices:
+            if backend("nms_rotated", device) != "kernel" or (device.type == "cpu" and not with_reference):
+                continue
+            bd, sd = b.to(device), s.to(device)
+            ms, kept = _time_ms(lambda bd=bd, sd=sd: nms_rotated(bd, sd, 0.5), repeats, device)
+            same = torch.equal(kept.cpu(), expected)
+            group.append(dict(op="nms_rotated", shape=shape, impl="kernel", device=device.type, time_ms=ms,
+                              kept=len(kept), max_abs_diff=0.0 if same else float("nan")))  # fmt: skip
+        for row in group:
+            row["speedup"] = base_ms / row["time_ms"]
+        rows += group
     return rows
 
 
@@ -135,15 +134,24 @@ def rows(
     nms_objects: int = 500,
     nms_per_object: int = 20,
     repeats: int = 5,
+    nms_large_objects: int = 0,
+    device_types: tuple[str, ...] = ("cpu", "cuda"),
 ) -> list[dict]:
     """Benchmark rows: dicts with op, shape, impl, device, time_ms, speedup (vs shapely for IoU, vs the reference
-    for NMS) and max_abs_diff (IoU: against shapely; NMS: 0 when the kept indices equal the reference's)."""
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    return (
+    for NMS) and max_abs_diff (IoU: against shapely; NMS: 0 when the kept indices equal the baseline's).
+
+    `nms_large_objects` > 0 adds NMS of that many objects x `nms_per_object` boxes, CUDA kernel vs CPU kernel.
+    CUDA rows need a GPU; the CPU baselines always run."""
+    devices = [torch.device("cpu")] if "cpu" in device_types else []
+    devices += [torch.device("cuda")] if "cuda" in device_types and torch.cuda.is_available() else []
+    table = (
         _iou_rows(iou_boxes, 1024.0, repeats, devices)
         + _iou_rows(dense_iou_boxes, 100.0, repeats, devices)
         + _nms_rows(nms_objects, nms_per_object, repeats, devices)
     )
+    if nms_large_objects > 0:
+        table += _nms_rows(nms_large_objects, nms_per_object, repeats, devices, with_reference=False)
+    return table
 
 
 if __name__ == "__main__":
@@ -153,10 +161,16 @@ if __name__ == "__main__":
     parser.add_argument("--nms-objects", type=int, default=500, help="objects in the NMS scene")
     parser.add_argument("--nms-per-object", type=int, default=20, help="detections per object")
     parser.add_argument("--repeats", type=int, default=5, help="runs per kernel timing (median)")
+    parser.add_argument("--nms-large-objects", type=int, default=0,
+                        help="also NMS of this many objects x --nms-per-object, CUDA vs CPU kernel")  # fmt: skip
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"],
+                        help="kernel devices to time (cuda only with a GPU; CPU baselines always run)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads > 0:
         # On a machine shared with other jobs, fewer threads than cores avoids waiting on descheduled OpenMP threads.
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print(format_table(rows(args.iou_boxes, args.dense_iou_boxes, args.nms_objects, args.nms_per_object, args.repeats)))
+    table = rows(args.iou_boxes, args.dense_iou_boxes, args.nms_objects, args.nms_per_object, args.repeats,
+                 args.nms_large_objects, tuple(args.devices))  # fmt: skip
+    print(format_table(table))

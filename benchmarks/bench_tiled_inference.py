@@ -1,14 +1,15 @@
 """Benchmarks of tiled inference: (a) peak resident memory over a 30000 x 30000 GeoTIFF read window by window,
 (b) the time tiling + reading + merging add to the model's own time, (c) tiles/s of the tiny model on this machine.
 
-python benchmarks/bench_tiled_inference.py [--scene-size 30000] [--checkpoint CKPT] [--no-append]
+python benchmarks/bench_tiled_inference.py [--scene-size 30000] [--checkpoint CKPT | --config CFG] [--device cuda]
+    [--amp bf16] [--tiles-scene-size 4096] [--repeats 5] [--skip-memory] [--no-append]
 
 (a) writes a tiled, deflate-compressed RGB GeoTIFF stripe by stripe (bounded memory) into a temporary folder under
 /tmp (deleted at the end), with bright rotated rectangles on a patterned ground, and runs `tiled_predict` over it in
 a fresh process with a classical detector doing real per-tile work (threshold, contours, minimum-area rectangles).
-Peak growth = VmHWM - VmRSS after imports, from /proc/self/status. (b), (c) run the tiny model (the checkpoint's,
-or configs/synthetic_tiny.py with random weights: the same compute) on a 4096 x 4096 GeoTIFF: model time on tiles
-already in memory vs `tiled_predict` end to end.
+Peak growth = VmHWM - VmRSS after imports, from /proc/self/status. (b), (c) run a model (the checkpoint's, or
+--config's with random weights, configs/synthetic_tiny.py by default: the same compute) on a 4096 x 4096 GeoTIFF
+(--tiles-scene-size): model time on tiles already in memory vs `tiled_predict` end to end, on --device.
 """
 
 import argparse
@@ -132,31 +133,41 @@ def bench_memory(size: int) -> dict:
         shutil.rmtree(folder)
 
 
-def _predictor(checkpoint: str | None, folder: Path):
-    """The checkpoint's Predictor, or one of configs/synthetic_tiny.py with random weights (the same compute)."""
+def _predictor(checkpoint: str | None, config: str, device: str, amp: str, folder: Path):
+    """The checkpoint's Predictor, or one of `config` with random weights (the same compute), on `device`."""
     from rotated_ddetr.checkpoint import save_checkpoint
     from rotated_ddetr.config import load_config
     from rotated_ddetr.inference.predictor import Predictor
     from rotated_ddetr.model import build_model
 
     if checkpoint is None:
-        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_tiny.py")
+        cfg = load_config(config)
         torch.manual_seed(0)
-        checkpoint = folder / "tiny.pth"
+        checkpoint = folder / "random_weights.pth"
         save_checkpoint(checkpoint, build_model(cfg.model), cfg, cfg.data.classes)
-    return Predictor.from_checkpoint(checkpoint, "cpu", score_threshold=0.0)
+    return Predictor.from_checkpoint(checkpoint, device, amp, score_threshold=0.0)
 
 
-def _timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the whole process, all threads) of fn()."""
+def _timed(fn, device: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process, all threads) of fn(), the device's queue drained."""
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_overhead(checkpoint: str | None, batch_size: int = 4, repeats: int = 5) -> list[dict]:
-    """(b) and (c): the tiny model on a 4096 px GeoTIFF: model alone (tiles in memory), reading alone, merging alone,
-    and `tiled_predict` end to end.
+def bench_overhead(
+    checkpoint: str | None,
+    config: str = "configs/synthetic_tiny.py",
+    device: str = "cpu",
+    amp: str = "none",
+    scene_size: int = 4096,
+    batch_size: int = 4,
+    repeats: int = 5,
+) -> list[dict]:
+    """(b) and (c): a model on a `scene_size` px GeoTIFF: model alone (tiles in memory), reading alone, merging
+    alone, and `tiled_predict` end to end.
 
     Every tile keeps its 300 best candidates (score threshold 0), so the merge has 7500 boxes to reduce. The fastest
     of `repeats` alternating runs counts, in wall time and in process CPU time. On a shared machine the end-to-end
@@ -165,9 +176,9 @@ def bench_overhead(checkpoint: str | None, batch_size: int = 4, repeats: int = 5
     """
     folder = Path(tempfile.mkdtemp(prefix="bench_tiled_", dir="/tmp"))
     try:
-        predictor = _predictor(checkpoint, folder)
-        path = folder / "scene_4096.tif"
-        write_scene(path, 4096)
+        predictor = _predictor(checkpoint, config, device, amp, folder)
+        path = folder / f"scene_{scene_size}.tif"
+        write_scene(path, scene_size)
         with open_scene(path) as reader:
             tiles = plan_tiles(reader.image_size, 1024, 200)
             pixels = [reader.read(tile) for tile in tiles]
@@ -189,28 +200,35 @@ def bench_overhead(checkpoint: str | None, batch_size: int = 4, repeats: int = 5
         def end_to_end() -> None:
             tiled_predict(path, predictor, tile_size=1024, gap=200, batch_size=batch_size, max_detections=None)
 
-        runs = [[_timed(f) for f in (model_only, read_only, merge_only, end_to_end)] for _ in range(repeats)]
+        runs = [[_timed(f, device) for f in (model_only, read_only, merge_only, end_to_end)] for _ in range(repeats)]
     finally:
         shutil.rmtree(folder)
     (model, model_cpu), (_, read_cpu), (_, merge_cpu), (total, _) = (
         (min(r[k][0] for r in runs), min(r[k][1] for r in runs)) for k in range(4)
     )
-    model_name = f"{checkpoint}" if checkpoint else "synthetic_tiny, random weights"
-    name = f"tiny model ({model_name}, input scale {predictor.scale}), 4096 px GeoTIFF, {len(tiles)} x 1024 px tiles"
+    model_name = f"{checkpoint}" if checkpoint else f"{Path(config).stem}, random weights"
+    name = f"{model_name}, input scale {predictor.scale}, {device} amp {amp}, {scene_size} px GeoTIFF, "
+    name += f"{len(tiles)} x 1024 px tiles"
     overhead = {"model_s": model, "tiled_predict_s": total, "overhead_pct": 100 * (total / model - 1),
                 "read_cpu_s": read_cpu, "merge_cpu_s": merge_cpu, "boxes_merged": sum(len(d.scores) for d in dets),
                 "overhead_bound_pct": 100 * (read_cpu + merge_cpu) / model_cpu}  # fmt: skip
     speed = {"tiles_per_s_model": len(tiles) / model, "tiles_per_s_end_to_end": len(tiles) / total}
     return [
         {"benchmark": f"(b) {name}, batch {batch_size}", **overhead},
-        {"benchmark": "(c) tiny model on CPU, tiles of 1024 px", **speed},
+        {"benchmark": f"(c) {model_name} on {device} (amp {amp}), tiles of 1024 px", **speed},
     ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scene-size", type=int, default=30000, help="side of the (a) scene (default 30000)")
-    parser.add_argument("--checkpoint", help="tiny model checkpoint for (b), (c) (default: random weights)")
+    parser.add_argument("--checkpoint", help="model checkpoint for (b), (c) (default: --config, random weights)")
+    parser.add_argument("--config", default="configs/synthetic_tiny.py", help="model config when no --checkpoint")
+    parser.add_argument("--device", default="cpu", help="device of the model in (b), (c) (default cpu)")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast of (b), (c)")
+    parser.add_argument("--tiles-scene-size", type=int, default=4096, help="side of the (b), (c) scene")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of (b), (c); the fastest counts (default 5)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip (a), the large-scene memory run")
     parser.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the child process of (a)
     args = parser.parse_args()
@@ -218,7 +236,10 @@ def main() -> int:
         print(json.dumps(measure_memory(args.measure)))
         return 0
     load_before = os.getloadavg()[0]
-    rows = [bench_memory(args.scene_size), *bench_overhead(args.checkpoint)]
+    memory = [] if args.skip_memory else [bench_memory(args.scene_size)]
+    overhead = bench_overhead(args.checkpoint, args.config, args.device, args.amp, args.tiles_scene_size,
+                              repeats=args.repeats)  # fmt: skip
+    rows = [*memory, *overhead]
     rows = [{"part": r["benchmark"], "measure": k, "value": v} for r in rows for k, v in r.items() if k != "benchmark"]
     print(format_table(rows))
     if not args.no_append:

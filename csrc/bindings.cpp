@@ -21,6 +21,10 @@ TORCH_LIBRARY(rotated_ddetr, m) {
       "ms_deform_attn_backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
       "Tensor sampling_locations, Tensor attention_weights, Tensor grad_output, int im2col_step) "
       "-> (Tensor, Tensor, Tensor)");
+  // The level-table check the CUDA kernels run before launching (ms_deform_attn_checks.h), on any device: asserts,
+  // without a host sync, that spatial_shapes (L,2) and level_start_index (L,) describe exactly `tokens` tokens.
+  // Exposed so that tests can run it on CPU tensors, where the assert fails at once.
+  m.def("_ms_deform_attn_assert_levels(Tensor spatial_shapes, Tensor level_start_index, int tokens) -> ()");
 }
 
 #ifndef ROTATED_DDETR_CUDA_ARCHS

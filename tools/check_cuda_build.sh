@@ -1,25 +1,17 @@
 #!/usr/bin/env bash
 # Compiles the CUDA kernels (one arch) without needing a GPU, so a kernel that does not compile fails CI.
-# Uses pip's `cuda-toolkit[nvcc]` matching torch's CUDA version as CUDA_HOME (a system nvcc may lack the cuBLAS and
-# cuSPARSE headers that ATen's CUDA headers include), builds into build/cuda_check/, and loads the result.
+# Uses pip's CUDA toolkit matching torch's CUDA version as CUDA_HOME (tools/pip_cuda_home.sh; a system nvcc may lack
+# the cuBLAS and cuSPARSE headers that ATen's CUDA headers include), builds into build/cuda_check/, and loads the
+# result.
 # Run inside the environment made by tools/setup_env.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-torch_cuda=$(python -c "import torch; print(torch.version.cuda or '')")
-if [[ -z $torch_cuda ]]; then
+if [[ -z $(python -c "import torch; print(torch.version.cuda or '')") ]]; then
   echo "[cuda-check] skipped: torch is a CPU-only build"; exit 0
 fi
-python -m pip install -q "cuda-toolkit[nvcc]==${torch_cuda}.*"
-cuda_home=$(python - <<'PY'
-import glob, os, site
-for root in site.getsitepackages():
-    for nvcc in sorted(glob.glob(os.path.join(root, "nvidia", "*", "bin", "nvcc"))):
-        print(os.path.dirname(os.path.dirname(nvcc))); raise SystemExit
-PY
-)
-if [[ -z $cuda_home ]]; then
-  echo "[cuda-check] FAILED: cuda-toolkit[nvcc] installed no nvcc"; exit 1
+if ! cuda_home=$(bash tools/pip_cuda_home.sh); then
+  echo "[cuda-check] FAILED: no CUDA toolkit from pip"; exit 1
 fi
 echo "[cuda-check] compiling CUDA kernels for sm_90 with CUDA_HOME=$cuda_home"
 start=$SECONDS

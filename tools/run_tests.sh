@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv (tools/setup_env.sh), compiles the CUDA kernels when nvcc is present (no GPU
-# needed), then runs the test suite (slow tests too with RUN_SLOW=1). Extra arguments go to pytest.
+# needed), runs the GPU check's dry run (SKIP_GPU_DRY_RUN=1 skips it), then the test suite (slow tests too with
+# RUN_SLOW=1). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,11 +16,19 @@ if command -v nvcc >/dev/null 2>&1 && [[ ${SKIP_CUDA_CHECK:-0} != 1 ]]; then
 fi
 ruff check . && ruff format --check .
 lint-imports  # the layering contracts of pyproject.toml [tool.importlinter]
+# The GPU check's dry run (tools/gpu_check.sh): CPU build, scripts' --help, tiny CPU smoke of every benchmark.
+gpu_dry_run=0
+if [[ ${SKIP_GPU_DRY_RUN:-0} != 1 ]]; then
+  bash tools/gpu_check.sh build/gpu_check_dry_run --dry-run || gpu_dry_run=$?
+fi
 markers=(-m "not slow")
 [[ ${RUN_SLOW:-0} == 1 ]] && markers=()
 status=0
 python -m pytest "${markers[@]}" "$@" || status=$?
 if [[ $status == 5 ]]; then
   echo "pytest collected no tests: that is a failure"; exit 1
+fi
+if [[ $gpu_dry_run != 0 ]]; then
+  echo "tools/gpu_check.sh --dry-run failed: see build/gpu_check_dry_run/gpu_check.md"; exit 1
 fi
 exit $status

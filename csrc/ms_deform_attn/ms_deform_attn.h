@@ -1,43 +1,14 @@
 // Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021, eq. 3): what the CPU and CUDA kernels share.
 // In: value (B,S,M,D), level shapes, sampling locations and attention weights; out: (B,Q,M*D). This header holds
 // the one definition of where a location is read (bilinear, zeros outside the map, exactly grid_sample with
-// align_corners=False) and the input checks every kernel runs first (defined in ms_deform_attn_cpu.cpp).
+// align_corners=False); the input checks every kernel runs first are in ms_deform_attn_checks.h.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/core/DeviceType.h>
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
-#include <vector>
 
 namespace rotated_ddetr::msda {
-
-// Sizes of one call: value (B,S,M,D); sampling_locations (B,Q,M,L,P,2).
-struct Dims {
-  int64_t batch, tokens, heads, channels, queries, levels, points;
-};
-
-// One feature level as read on the host: its H x W tokens start at row `start` of value's S axis.
-struct Level {
-  int64_t height, width, start;
-};
-
-struct Checked {
-  Dims dims;
-  std::vector<Level> levels;
-};
-
-// Checks value, spatial_shapes, level_start_index, sampling_locations, attention_weights and im2col_step
-// (dtypes, shapes, devices, contiguity, and that the level table describes exactly value's S tokens) and returns the
-// sizes with the level table on the host. `device` is the kernel's device type; `reduced_precision` allows
-// float16/bfloat16 values. Throws c10::ValueError / c10::TypeError (Python ValueError / TypeError).
-Checked check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                     const at::Tensor& sampling_locations, const at::Tensor& attention_weights, int64_t im2col_step,
-                     c10::DeviceType device, bool reduced_precision);
-
-// Checks grad_output (B,Q,M*D) of the backward against value (dtype, device, contiguity) and the sizes.
-void check_grad_output(const at::Tensor& grad_output, const at::Tensor& value, const Dims& dims);
 
 // Where a normalised location lands on one level: pixel (x*W - 0.5, y*H - 0.5), between four neighbours. This is
 // the bilinear sampling of x_l at phi_l(p_hat_q) + Delta p_mlqk in eq. 3 of the paper.

@@ -1,6 +1,7 @@
 // Multi-scale deformable attention on CUDA (Deformable DETR eq. 3), forward and backward: float32 / float64 /
 // float16 / bfloat16 values, float32 (float64) positions, weights and accumulation, output in value's dtype.
-// Registered under TORCH_LIBRARY_IMPL(rotated_ddetr, CUDA); inputs are checked by check_inputs (ms_deform_attn.h).
+// Registered under TORCH_LIBRARY_IMPL(rotated_ddetr, CUDA). Inputs are checked without a device-to-host copy
+// (ms_deform_attn_checks.h): metadata on the host, the level table by an asynchronous assert on the stream.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -17,6 +18,7 @@
 #include <type_traits>
 
 #include "ms_deform_attn/ms_deform_attn.h"
+#include "ms_deform_attn/ms_deform_attn_checks.h"
 
 namespace rotated_ddetr::msda {
 namespace {
@@ -178,10 +180,19 @@ unsigned blocks_for(const Launch& n) {
   return static_cast<unsigned>(blocks);
 }
 
-void check_launchable(const Dims& d) {
+// Checks a CUDA call (metadata on the host, the level table asynchronously on value's device; no sync) and
+// returns its sizes. The assert is enqueued on the current stream of value's device, where the caller's launches
+// follow it.
+Dims check_cuda_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                       const at::Tensor& sampling_locations, const at::Tensor& attention_weights, int64_t im2col_step) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                              im2col_step, c10::DeviceType::CUDA, /*reduced_precision=*/true);
   TORCH_CHECK_VALUE(d.heads <= INT32_MAX && d.channels <= INT32_MAX && d.levels <= INT32_MAX &&
                         d.points <= INT32_MAX,
                     "ms_deform_attn: M, D, L and P must each fit in int32 on CUDA");
+  const c10::cuda::CUDAGuard guard(value.device());  // valid now that value is known to be on CUDA
+  assert_levels_async(spatial_shapes, level_start_index, d.tokens);
+  return d;
 }
 
 // The forward inputs of one call, already checked.
@@ -248,11 +259,9 @@ void launch_backward(const Inputs& x, const Dims& d, int64_t im2col_step, const 
 at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                                const at::Tensor& attention_weights, int64_t im2col_step) {
-  const Checked in = check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                                  im2col_step, c10::DeviceType::CUDA, /*reduced_precision=*/true);
-  check_launchable(in.dims);
+  const Dims d = check_cuda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                                   im2col_step);
   const c10::cuda::CUDAGuard guard(value.device());
-  const Dims& d = in.dims;
   at::Tensor out = at::empty({d.batch, d.queries, d.heads * d.channels}, value.options());
   const Inputs x{value, spatial_shapes, level_start_index, sampling_locations, attention_weights};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda",
@@ -264,11 +273,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations, const at::Tensor& attention_weights, const at::Tensor& grad_output,
     int64_t im2col_step) {
-  const Checked in = check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                                  im2col_step, c10::DeviceType::CUDA, /*reduced_precision=*/true);
-  check_grad_output(grad_output, value, in.dims);
-  check_launchable(in.dims);
+  const Dims d = check_cuda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                                   im2col_step);
   const c10::cuda::CUDAGuard guard(value.device());
+  check_grad_output(grad_output, value, d);
   // Accumulated with += / atomicAdd, so zero-initialised (half types: filled chunk by chunk from the buffer).
   const bool half_type = value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
   at::Tensor grad_value = half_type ? at::empty_like(value) : at::zeros_like(value);
@@ -276,7 +284,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   at::Tensor grad_weights = at::zeros_like(attention_weights);
   const Inputs x{value, spatial_shapes, level_start_index, sampling_locations, attention_weights};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
-    launch_backward<scalar_t>(x, in.dims, im2col_step, grad_output, grad_value, grad_locs, grad_weights);
+    launch_backward<scalar_t>(x, d, im2col_step, grad_output, grad_value, grad_locs, grad_weights);
   });
   return {grad_value, grad_locs, grad_weights};
 }

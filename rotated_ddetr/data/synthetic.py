@@ -20,13 +20,14 @@ import math
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import shapely
+import torch
 from tqdm import tqdm
 
 from rotated_ddetr import boxes
@@ -36,6 +37,7 @@ from rotated_ddetr.data.synthetic_layout import ScenePlan, SyntheticOptions, pla
 from rotated_ddetr.data.synthetic_objects import SYNTHETIC_CLASSES
 from rotated_ddetr.data.synthetic_paint import Canvas
 from rotated_ddetr.fileio import atomic_write_bytes
+from rotated_ddetr.structures import Target
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -47,6 +49,7 @@ __all__ = [
     "render",
     "render_stripes",
     "scene_labels",
+    "training_samples",
     "write_dataset",
     "write_scene",
 ]
@@ -158,6 +161,45 @@ def generate_image(
     height, width = (size, size) if isinstance(size, int) else size
     plan = plan_scene(width, height, seed, index, options)
     return _assemble(plan, options.stripe), scene_labels(plan, options)
+
+
+def training_samples(
+    seed: int, count: int, size: int, classes: Sequence[str], options: SyntheticOptions | None = None
+) -> list[tuple[torch.Tensor, Target]]:
+    """Synthetic images 0..count-1 of dataset `seed` as in-memory training samples, without files or augmentation.
+
+    For benchmarks and tests that need realistic tiles (e.g. 1024 px for the DOTA configs) without a dataset folder.
+
+    Args:
+        seed: dataset seed (as `generate_image`).
+        count: number of samples.
+        size: image side in pixels.
+        classes: the model's class names; label index = position. Every generated class must be among them.
+        options: what the scenes hold (defaults when None).
+
+    Returns:
+        `count` pairs of (3, size, size) float32 RGB in [0, 1] and its `Target` (normalised canonical rboxes, int64
+        labels into `classes`, image_size (size, size)), as `DotaDataset` yields them.
+
+    Raises:
+        ValueError: a generated class is not in `classes`.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for i in range(count):
+        image, labels = generate_image(seed, i, size, options)
+        unknown = sorted(set(labels.classes) - set(index))
+        if unknown:
+            raise ValueError(f"synthetic class {unknown[0]!r} is not among the classes {tuple(classes)}")
+        pixels = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1).float().div_(255.0)
+        rboxes = torch.from_numpy(labels.rboxes()).float()
+        target = Target(
+            labels=torch.tensor([index[c] for c in labels.classes], dtype=torch.int64),
+            rboxes=boxes.normalize_rboxes(rboxes, (size, size)).float(),
+            image_size=(size, size),
+        )
+        samples.append((pixels, target))
+    return samples
 
 
 def image_name(index: int, prefix: str = "synth") -> str:

@@ -54,7 +54,9 @@ def ms_deform_attn(
         (B, Q, M * D) in value's dtype, heads concatenated along the last axis.
 
     Raises:
-        ValueError: shapes, devices or the level table are inconsistent, or im2col_step is not positive.
+        ValueError: shapes, devices or the level table are inconsistent, or im2col_step is not positive. The CUDA
+            kernel checks the level table's values on the GPU without waiting for it (no host sync): a bad table
+            there fails the stream with a device-side assert, raised at the next synchronising call, instead.
         TypeError: a dtype is not supported.
     """
     spatial_shapes, level_start_index = _check_inputs(
@@ -146,7 +148,8 @@ def _check_inputs(
 ) -> tuple[Tensor, Tensor]:
     """Checks shapes, dtypes and devices (metadata only: no device sync, traceable by torch.compile).
 
-    The level table's values are checked where they are read: by the kernel (TORCH_CHECK) or `_read_levels`.
+    The level table's values are checked where they are read: by the CPU kernel (TORCH_CHECK on the host), by the
+    CUDA kernel (an asynchronous assert on the GPU, no host sync), or by `_read_levels` for the reference.
     Returns spatial_shapes and level_start_index as int64.
     """
     tensors = {
@@ -219,9 +222,9 @@ def _read_levels(spatial_shapes: Tensor, level_start_index: Tensor, tokens: int)
     total = 0
     starts = level_start_index.tolist()
     for level, ((height, width), start) in enumerate(zip(spatial_shapes.tolist(), starts, strict=True)):
-        if height <= 0 or width <= 0 or height > tokens or width > tokens:
+        if height <= 0 or width <= 0 or height * width > tokens:
             raise ValueError(
-                f"ms_deform_attn: spatial_shapes[{level}] = [{height}, {width}] must be positive and at most "
+                f"ms_deform_attn: spatial_shapes[{level}] = [{height}, {width}] must be positive with H*W at most "
                 f"S = {tokens}"
             )
         if start != total:

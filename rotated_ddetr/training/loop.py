@@ -226,6 +226,25 @@ def _dataset(cfg: Config) -> DotaDataset:
         raise SetupError(f"training data: {error}") from error
 
 
+def build_trainer(
+    cfg: Config, model: nn.Module, device: torch.device, steps_per_epoch: int, wrapped: nn.Module | None = None
+) -> Trainer:
+    """The criterion, AdamW, learning-rate schedule and `Trainer` of a resolved config around `model` (on `device`).
+
+    Args:
+        cfg: the resolved config (its `loss`, `optim` and `train.amp`).
+        model: the detector; the optimiser takes its parameters.
+        device: where it runs.
+        steps_per_epoch: optimiser steps per epoch (the epoch-based learning-rate drop).
+        wrapped: the module the trainer calls, e.g. `model` in DDP (`distributed.wrap_model`); default `model`.
+    """
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(steps_per_epoch, cfg.optim))
+    criterion = build_criterion(cfg.loss, cfg.model.num_classes)
+    module = model if wrapped is None else wrapped
+    return Trainer(module, criterion, optimizer, scheduler, cfg.train.amp, cfg.optim.clip_max_norm, device)
+
+
 def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _Run:
     """Builds data, model and optimisation state (restored from `resume` when given)."""
     t = cfg.train
@@ -235,12 +254,8 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
         model = build_model(cfg.model).to(ctx.device)
     except (OSError, ValueError) as error:  # e.g. model.pretrained missing or not a fitting ResNet
         raise SetupError(f"model: {error}") from error
-    optimizer = build_optimizer(model, cfg.optim)
     steps_per_epoch = math.ceil(math.ceil(len(dataset) / ctx.world_size) / t.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(steps_per_epoch, cfg.optim))
-    criterion = build_criterion(cfg.loss, cfg.model.num_classes)
-    trainer = Trainer(wrap_model(model, ctx), criterion, optimizer, scheduler, t.amp, cfg.optim.clip_max_norm,
-                      ctx.device)  # fmt: skip
+    trainer = build_trainer(cfg, model, ctx.device, steps_per_epoch, wrap_model(model, ctx))
     output = Path(cfg.output.dir)
     run = _Run(cfg, ctx, trainer, dataset, train_sampler(dataset, ctx, t.seed), RunLogger(output, ctx.is_main), output)
     _seed(t.seed + 1 + ctx.rank)  # dropout etc. differ between ranks

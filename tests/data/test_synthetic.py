@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import shapely
+import torch
 
 from rotated_ddetr.data.dota import read_dota_labels
 from rotated_ddetr.data.split import SplitOptions, split_dataset
@@ -18,6 +19,7 @@ from rotated_ddetr.data.synthetic import (
     plan_scene,
     render,
     render_stripes,
+    training_samples,
     write_dataset,
     write_scene,
 )
@@ -199,3 +201,23 @@ def test_colour_alone_does_not_tell_the_classes_apart():
     predicted = np.array([np.bincount(v, minlength=6).argmax() for v in votes])
     recalls = [(predicted[classes[test] == k] == k).mean() for k in range(6) if (classes[test] == k).any()]
     assert np.mean(recalls) < 0.4
+
+
+def test_training_samples_are_the_generated_images_as_dataset_samples():
+    classes = ("harbor", *reversed(SYNTHETIC_CLASSES))  # label index = position in the model's classes
+    samples = training_samples(seed=3, count=2, size=320, classes=classes)
+    assert len(samples) == 2
+    for index, (image, target) in enumerate(samples):
+        bgr, labels = generate_image(3, index, 320)
+        assert image.shape == (3, 320, 320) and image.dtype == torch.float32
+        # RGB in [0, 1]: channel c is the BGR image's channel 2 - c over 255, to float32 rounding.
+        expected = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1).float() / 255
+        torch.testing.assert_close(image, expected, rtol=0, atol=1e-7)
+        assert target["image_size"] == (320, 320)
+        assert target["labels"].tolist() == [classes.index(name) for name in labels.classes]
+        pixels = torch.from_numpy(labels.rboxes()).float()
+        torch.testing.assert_close(target["rboxes"][:, :4] * 320, pixels[:, :4], rtol=0, atol=1e-4)
+        torch.testing.assert_close(target["rboxes"][:, 4], pixels[:, 4], rtol=0, atol=0)
+        assert len(labels.classes) > 0
+    with pytest.raises(ValueError, match="synthetic class .* is not among the classes"):
+        training_samples(seed=3, count=1, size=320, classes=("plane",))

@@ -174,6 +174,25 @@ def test_invalid_inputs_raise_clear_errors(fn, case):
         (_set(1, lambda s: s + torch.tensor([[0, 0], [0, 0], [0, 0], [0, 1]])), ValueError, r"sum of H\*W"),
         (_set(2, lambda s: s.int()), TypeError, "must be int64"),
         (_set(5, lambda _: -1), ValueError, "im2col_step must be positive"),
+        (_set(0, lambda v: v[0]), ValueError, r"value must be \(B, S, M, D\)"),
+        (_set(2, lambda s: s[:3]), ValueError, r"level_start_index must be \(L,\) with L = 4"),
+        (_set(3, lambda t: t[:, :, :, :3]), ValueError, "and L = 4 levels"),
+        (_set(4, lambda t: t[..., :1]), ValueError, r"attention_weights must be \(B, Q, M, L, P\)"),
+        (
+            _set(2, lambda s: s + torch.tensor([0, 0, 1, 0])),
+            ValueError,
+            r"level_start_index\[2\] = 37 but the levels before it hold 36 tokens",
+        ),
+        (
+            _set(1, lambda s: s * torch.tensor([[1, 1], [0, 1], [1, 1], [1, 1]])),
+            ValueError,
+            r"spatial_shapes\[1\] = \[0, 1\] must be positive",
+        ),
+        (
+            _set(1, lambda s: torch.tensor([[7, 5], [1, 1], [3, 4], [2**32, 2**32]])),  # H*W wraps int64 to 0
+            ValueError,
+            r"spatial_shapes\[3\] = \[4294967296, 4294967296\] must be positive with H\*W at most S = 66",
+        ),
     ],
 )
 def test_kernel_checks_inputs_before_running(edit, error, pattern):

@@ -1,4 +1,5 @@
-"""nms_rotated / batched_nms_rotated (kernel and twins) against a plain greedy loop, ties, labels and edge cases."""
+"""nms_rotated / batched_nms_rotated (kernel and twins) against a plain greedy loop, ties, labels and edge cases;
+the chunked twin (the CUDA kernel's structure) against the plain greedy CPU kernel at up to 50k boxes."""
 
 import math
 
@@ -13,6 +14,7 @@ from rotated_ddetr.ops import (
     nms_rotated,
     nms_rotated_reference,
 )
+from rotated_ddetr.ops.nms_rotated import _nms_reference
 
 NMS = {"dispatch": nms_rotated, "reference": nms_rotated_reference}
 BATCHED = {"dispatch": batched_nms_rotated, "reference": batched_nms_rotated_reference}
@@ -127,6 +129,42 @@ def test_invalid_inputs_raise_clear_errors():
         batched_nms_rotated(boxes, scores, torch.zeros(5, dtype=torch.int64), 0.5)
 
 
+def scene_detections(objects: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """20 float64 detections per object on a scene grown with the object count (constant density), random scores
+    and 3 labels."""
+    boxes = clustered_detections(objects, per_object=20, seed=seed, extent=1000.0 * math.sqrt(objects / 500))
+    g = torch.Generator().manual_seed(seed + 1)
+    return (
+        boxes,
+        torch.rand(len(boxes), generator=g, dtype=torch.float64),
+        torch.randint(0, 3, (len(boxes),), generator=g),
+    )
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("chunk_boxes", [7, 64, 500, 4096])
+def test_chunked_twin_equals_plain_greedy_for_any_chunk_size(chunk_boxes):
+    # The CPU kernel is the plain greedy loop; chunk sizes that do not divide N = 1200 leave a partial last chunk.
+    boxes, scores, labels = scene_detections(objects=60, seed=17)
+    for threshold, chunk_labels in ((0.5, None), (0.3, labels)):
+        expected = torch.ops.rotated_ddetr.nms_rotated(boxes, scores, chunk_labels, threshold)
+        kept = _nms_reference(boxes, scores, chunk_labels, threshold, chunk_boxes=chunk_boxes)
+        assert 60 <= len(kept) < len(boxes) // 2
+        assert torch.equal(kept, expected)
+
+
+@needs_cpu_kernel
+@pytest.mark.slow
+@pytest.mark.parametrize("objects", [1000, 2500])  # 20k and 50k boxes: 5 and 13 chunks of 4096
+def test_twin_equals_kernel_at_many_chunks(objects):
+    boxes, scores, labels = scene_detections(objects, seed=19)
+    kept = nms_rotated(boxes, scores, 0.5)
+    assert torch.equal(nms_rotated_reference(boxes, scores, 0.5), kept)
+    assert objects <= len(kept) < len(boxes) // 2
+    kept = batched_nms_rotated(boxes, scores, labels, 0.3)
+    assert torch.equal(batched_nms_rotated_reference(boxes, scores, labels, 0.3), kept)
+
+
 @needs_cpu_kernel
 def test_kernel_checks_its_inputs():
     op = torch.ops.rotated_ddetr.nms_rotated
@@ -177,6 +215,26 @@ def test_cuda_matches_cpu(dtype):
         expected = batched_nms_rotated(boxes, scores, labels, threshold)
         assert torch.equal(batched_nms_rotated(boxes.cuda(), scores.cuda(), labels.cuda(), threshold).cpu(), expected)
     assert nms_rotated(boxes[:0].cuda(), scores[:0].cuda(), 0.5).shape == (0,)
+
+
+@pytest.mark.cuda
+def test_cuda_many_chunks_match_cpu_in_bounded_memory():
+    boxes, scores, labels = scene_detections(objects=2500, seed=23)  # 50k boxes: 13 chunks of 4096
+    expected = nms_rotated(boxes, scores, 0.5)
+    assert torch.equal(nms_rotated(boxes.cuda(), scores.cuda(), 0.5).cpu(), expected)
+    expected = batched_nms_rotated(boxes, scores, labels, 0.3)
+    assert torch.equal(batched_nms_rotated(boxes.cuda(), scores.cuda(), labels.cuda(), 0.3).cpu(), expected)
+    # 100k boxes: an unchunked N x N/64-word mask would take 1.25 GB; the chunked kernel needs a 2 MiB mask plus
+    # O(N) buffers (sorted copies, keep, removed, sort workspace).
+    boxes, scores, _ = scene_detections(objects=5000, seed=24)
+    boxes, scores = boxes.float().cuda(), scores.float().cuda()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    kept = nms_rotated(boxes, scores, 0.5)
+    torch.cuda.synchronize()
+    assert (torch.cuda.max_memory_allocated() - base) / 2**20 < 64
+    assert 5000 <= len(kept) < len(boxes) // 2
 
 
 def test_matches_mmcv_where_installed():
