@@ -213,11 +213,11 @@ def test_training_samples_are_the_generated_images_as_dataset_samples():
         # RGB in [0, 1]: channel c is the BGR image's channel 2 - c over 255, to float32 rounding.
         expected = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1).float() / 255
         torch.testing.assert_close(image, expected, rtol=0, atol=1e-7)
-        assert target["image_size"] == (320, 320)
-        assert target["labels"].tolist() == [classes.index(name) for name in labels.classes]
+        assert target.image_size == (320, 320)
+        assert target.labels.tolist() == [classes.index(name) for name in labels.classes]
         pixels = torch.from_numpy(labels.rboxes()).float()
-        torch.testing.assert_close(target["rboxes"][:, :4] * 320, pixels[:, :4], rtol=0, atol=1e-4)
-        torch.testing.assert_close(target["rboxes"][:, 4], pixels[:, 4], rtol=0, atol=0)
+        torch.testing.assert_close(target.rboxes[:, :4] * 320, pixels[:, :4], rtol=0, atol=1e-4)
+        torch.testing.assert_close(target.rboxes[:, 4], pixels[:, 4], rtol=0, atol=0)
         assert len(labels.classes) > 0
     with pytest.raises(ValueError, match="synthetic class .* is not among the classes"):
         training_samples(seed=3, count=1, size=320, classes=("plane",))
