@@ -176,7 +176,8 @@ def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
 
 def _size_scale(image_size: tuple[int, int] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(..., 5) factors (W, H, W, H, 1) of image sizes (height, width): a (2,) pair or a (..., 2) tensor."""
-    size = torch.as_tensor(image_size, dtype=like.dtype, device=like.device)
+    # A (height, width) tuple is copied to the device asynchronously (no wait for the GPU, as `device=` would).
+    size = torch.as_tensor(image_size, dtype=like.dtype).to(like.device, non_blocking=True)
     if size.shape[-1:] != (2,):
         raise ValueError(f"image_size must be (height, width) or (..., 2), got shape {tuple(size.shape)}")
     height, width = size.unbind(-1)

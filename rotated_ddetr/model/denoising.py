@@ -87,7 +87,7 @@ class QueryDenoising(nn.Module):
         most = max(1, max(len(t) for t in targets))  # one padded slot at least: keeps the embedding used
         n = self.groups * most
         labels = torch.full((len(targets), n), self.num_classes, dtype=torch.int64, device=device)
-        rboxes = torch.tensor([0.5, 0.5, 0.1, 0.1, 0.0], device=device).repeat(len(targets), n, 1)
+        rboxes = torch.tensor([0.5, 0.5, 0.1, 0.1, 0.0]).to(device, non_blocking=True).repeat(len(targets), n, 1)
         index = torch.full((len(targets), n), -1, dtype=torch.int64, device=device)
         for b, target in enumerate(targets):
             count = len(target)

@@ -151,7 +151,7 @@ class Detector(nn.Module):
             enc_logits, enc_rboxes, dense_logits, dense_rboxes = self.proposals(
                 memory, base, layout.padding_mask, layout.image_sizes
             )
-            strides = torch.tensor(self.strides, dtype=torch.float32, device=images.device)
+            strides = torch.tensor(self.strides, dtype=torch.float32).to(images.device, non_blocking=True)
             # output_size given: repeat_interleave then needs no read-back of the repeats (no host sync on CUDA).
             strides = strides.repeat_interleave(layout.spatial_shapes.prod(-1), output_size=memory.shape[1])
             dense = DenseProposals(dense_logits, dense_rboxes, base[..., :2], strides, layout.padding_mask)
@@ -175,14 +175,15 @@ class Detector(nn.Module):
 def _layout(features: list[torch.Tensor], level_masks: list[torch.Tensor], mask: torch.Tensor) -> MultiScaleLayout:
     """The token layout of the flattened levels; valid sizes come from the full-resolution padding mask."""
     level_shapes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)  # metadata: no device read
-    shapes = torch.tensor(level_shapes, dtype=torch.int64, device=mask.device)  # (L, 2)
+    # Built on the host and copied asynchronously: torch.tensor(..., device="cuda") would first wait for the GPU.
+    shapes = torch.tensor(level_shapes, dtype=torch.int64).to(mask.device, non_blocking=True)  # (L, 2)
     starts = torch.cat((shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]))
     valid = ~mask
     # Valid rows / columns hold at least one unpadded pixel (images are padded at the bottom/right).
     sizes = torch.stack((valid.any(2).sum(1), valid.any(1).sum(1)), dim=-1).to(torch.float32).clamp(min=1.0)
-    padded_wh = torch.tensor([mask.shape[2], mask.shape[1]], dtype=torch.float32, device=mask.device)
+    ratios = torch.stack((sizes[:, 1] / mask.shape[2], sizes[:, 0] / mask.shape[1]), dim=-1)  # (B, 2) as (x, y)
     padding = torch.cat([m.flatten(1) for m in level_masks], dim=1)  # (B, S)
-    return MultiScaleLayout(level_shapes, shapes, starts, padding, sizes, sizes.flip(-1) / padded_wh)
+    return MultiScaleLayout(level_shapes, shapes, starts, padding, sizes, ratios)
 
 
 def build_model(cfg: ModelConfig) -> Detector:

@@ -38,8 +38,9 @@ def token_rboxes(layout: MultiScaleLayout, strides: tuple[int, ...], side_in_str
             indexing="ij",
         )
         centres = torch.stack((xs.flatten(), ys.flatten()), dim=-1)[None] / ratios  # (B, h*w, 2) valid frame
-        side = side_in_strides * stride
-        square = normalize_rboxes(ratios.new_tensor([0.0, 0.0, side, side, 0.0]), layout.image_sizes)  # (B, 5)
+        # The side in each image's normalised frame: columns 2, 3 of a normalised (side, ..., side) row (filled on
+        # the device, no host-to-device copy).
+        square = normalize_rboxes(ratios.new_full((5,), side_in_strides * stride), layout.image_sizes)  # (B, 5)
         sides = square[:, None, 2:4].expand_as(centres)  # (B, h*w, 2)
         boxes.append(torch.cat((centres, sides, torch.zeros_like(centres[..., :1])), dim=-1))
     return torch.cat(boxes, dim=1)

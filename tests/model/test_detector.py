@@ -102,3 +102,44 @@ def test_refine_rboxes_by_hand():
     # cy: sigmoid(logit(0.25) + ln 3) = 0.5; angle 1.7 wraps to 1.7 - pi.
     expected = torch.tensor([0.5, 0.5, 0.1, 0.2, 1.7 - math.pi])
     torch.testing.assert_close(refine_rboxes(ref, delta), expected, atol=1e-6, rtol=0)
+
+
+def _forward_both_modes(model, images, masks, targets):
+    """Inference forward (eval) and training forward with targets (denoising queries on)."""
+    with torch.no_grad():
+        model.eval()(images, masks)
+    return model.train()(images, masks, targets)
+
+
+def test_forward_reads_nothing_back_from_the_device(monkeypatch):
+    # On a GPU each of these reads waits for the GPU's queue; on the CPU they show where one would happen. The
+    # forward may read shapes (metadata) but no tensor values, in either mode (dense proposals, denoising on).
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(small_test_model_config(NUM_CLASSES), num_queries=20, dn_groups=2)
+    model, (images, masks), targets = build_model(cfg), _batch(), _targets()
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the detector's forward read a tensor value back")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    out = _forward_both_modes(model, images, masks, targets)
+    monkeypatch.undo()
+    assert out.denoising is not None and out.logits.shape == (2, 2, 20, NUM_CLASSES)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_forward_never_synchronises():
+    # CUDA's own check of the same property: any synchronising call in the forward raises.
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(small_test_model_config(NUM_CLASSES), num_queries=20, dn_groups=2)
+    model, (images, masks) = build_model(cfg).cuda(), _batch()
+    images, masks, targets = images.cuda(), masks.cuda(), [t.to("cuda") for t in _targets()]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = _forward_both_modes(model, images, masks, targets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out.rboxes).all()
