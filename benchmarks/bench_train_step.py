@@ -3,7 +3,7 @@
 python benchmarks/bench_train_step.py CONFIG [key=value ...] [--device cpu|cuda] [--steps 50] [--warmup 2]
     [--amp none|bf16|fp16] [--size 1024] [--threads N] [--json OUT]
 
-Everything goes through the library: load_config (with the overrides), build_model and the loop's build_trainer
+Everything goes through the library: load_config (with the overrides), build_model and training.trainer.build_trainer
 (criterion, AdamW, schedule and the Trainer's step as training runs it: autocast forward, float32 loss, backward,
 clipping, AdamW step), on train.batch_size synthetic tiles of --size px (rotated_ddetr.data.synthetic.training_samples)
 reused every step. Peak memory is torch.cuda.max_memory_allocated on CUDA and the process's peak RSS
@@ -30,7 +30,7 @@ from rotated_ddetr.config import load_config  # noqa: E402
 from rotated_ddetr.data.batching import collate  # noqa: E402
 from rotated_ddetr.data.synthetic import training_samples  # noqa: E402
 from rotated_ddetr.model import build_model  # noqa: E402
-from rotated_ddetr.training.loop import Trainer, build_trainer  # noqa: E402
+from rotated_ddetr.training.trainer import Trainer, build_trainer  # noqa: E402
 
 # The config keys this script reads or sets, in one place (config sections may be renamed: adapt here only).
 MODEL_SECTION = "model"

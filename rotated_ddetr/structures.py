@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+# Mixed-precision modes of the configs (`train.amp`) and tools (`--amp`) -> the autocast dtype (None: float32).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass
 class Target:

@@ -177,7 +177,7 @@ class OptimConfig(_Section):
 
 @dataclass
 class LossConfig(_Section):
-    """The set criterion's loss weights and the Hungarian matcher's cost weights (`training.loop.build_criterion`).
+    """The set criterion's loss weights and the Hungarian matcher's cost weights (`training.trainer.build_criterion`).
 
     Attributes:
         class_weight, l1_weight, kld_weight: loss weights (focal, L1 on normalised cx cy w h, KLD loss).

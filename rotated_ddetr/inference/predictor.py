@@ -27,10 +27,10 @@ from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
 from rotated_ddetr.inference.tiling import prefetch_batches
 from rotated_ddetr.inference.writers import scene_result_path, to_scene_result, write_scene_outputs
+from rotated_ddetr.structures import AMP_DTYPES
 from rotated_ddetr.tiles import plan_tiles
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
-_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def tiled_predict(
@@ -178,8 +178,8 @@ class Predictor:
         score_threshold: float = 0.0,
         nms_iou: float = 0.0,
     ) -> None:
-        if amp not in _AMP_DTYPES:
-            raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
         self.model, self.classes, self.scale = model.eval(), tuple(classes), float(scale)
         self.device, self.amp = torch.device(device), amp
         self.top_k, self.score_threshold, self.nms_iou = top_k, score_threshold, nms_iou
@@ -238,7 +238,7 @@ class Predictor:
         if not tiles:
             return []
         batch, masks = pad_images(self._to_images(tiles), self.model.size_divisor)
-        dtype = _AMP_DTYPES[self.amp]
+        dtype = AMP_DTYPES[self.amp]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             outputs = self.model(batch, masks)
         sizes = torch.tensor([tile.shape[:2] for tile in tiles], device=self.device)  # boxes back in tile pixels

@@ -11,7 +11,8 @@ from rotated_ddetr.distributed import init_distributed
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.model import build_model
-from rotated_ddetr.training.loop import LrSchedule, SetupError, build_optimizer, train
+from rotated_ddetr.training.loop import SetupError, train
+from rotated_ddetr.training.trainer import LrSchedule, build_optimizer
 from tests.small_model import small_test_model_config
 
 from .conftest import tiny_train_config

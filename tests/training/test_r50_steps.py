@@ -14,7 +14,7 @@ from rotated_ddetr.config import load_config
 from rotated_ddetr.data.batching import collate
 from rotated_ddetr.data.synthetic import training_samples
 from rotated_ddetr.model import build_model
-from rotated_ddetr.training.loop import build_trainer
+from rotated_ddetr.training.trainer import build_trainer
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dota_v1_r50.py"
 SIZE = 1024
