@@ -57,12 +57,12 @@ def postprocess(
     b, q, c = logits.shape
     scores, index = logits.float().sigmoid().flatten(1).topk(min(top_k, q * c), dim=1)  # (B, k)
     queries, labels = torch.div(index, c, rounding_mode="floor"), index % c
+    boxes = rboxes.float().gather(1, queries[..., None].expand(-1, -1, 5))  # (B, k, 5) normalised
+    boxes = canonicalize_rboxes(denormalize_rboxes(boxes, sizes[:, None]))  # each image's pixels
     detections = []
     for i in range(b):
-        boxes = rboxes[i, queries[i]].float()
-        boxes = canonicalize_rboxes(denormalize_rboxes(boxes, tuple(int(s) for s in sizes[i])))
         keep = scores[i] >= score_threshold
-        dets = Detections(boxes[keep], scores[i][keep], labels[i][keep])
+        dets = Detections(boxes[i][keep], scores[i][keep], labels[i][keep])
         if nms_iou > 0:
             kept = batched_nms_rotated(dets.rboxes, dets.scores, dets.labels, nms_iou)  # by decreasing score
             dets = Detections(dets.rboxes[kept], dets.scores[kept], dets.labels[kept])
