@@ -1,10 +1,9 @@
 """Writers of tiled-inference results: a scene's merged `Detections` -> files, the last stage before evaluation.
 
 Per scene: a DOTA-style result file (`scenes/{name}.txt`, format in `rotated_ddetr.data.dota`; it also marks the
-scene done), a GeoJSON
-FeatureCollection (pixel or CRS coordinates) and a picture with the boxes in class colours; over all scenes: DOTA
-Task1 submission files (`Task1_{class}.txt`, through `rotated_ddetr.data.dota.write_task1`). Every file is written
-atomically (`rotated_ddetr.fileio`).
+scene done), a GeoJSON FeatureCollection (pixel or CRS coordinates) and a picture with the boxes in class colours;
+over all scenes: DOTA Task1 submission files (`Task1_{class}.txt`, through `rotated_ddetr.data.dota.write_task1`).
+Every file is written atomically (`rotated_ddetr.fileio`).
 """
 
 from __future__ import annotations
