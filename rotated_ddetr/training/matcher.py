@@ -66,7 +66,7 @@ class HungarianMatcher(nn.Module):
         labels = torch.cat([t.labels for t in targets]).to(logits.device)
         tgt = torch.cat([t.rboxes for t in targets]).to(pred)
         pred_px = denormalize_rboxes(rboxes.float(), stack_image_sizes(targets, pred)[:, None]).flatten(0, 1)
-        tgt_px = torch.cat([denormalize_rboxes(t.rboxes.to(pred), t.image_size) for t in targets])
+        tgt_px = denormalize_rboxes(tgt, stack_image_sizes(targets, pred, repeats=[len(t) for t in targets]))
         # Focal cost (Deformable DETR): the focal loss of labelling the target's class positive minus negative.
         a, g = self.focal_alpha, self.focal_gamma
         neg = (1 - a) * prob**g * -(1 - prob + 1e-8).log()
