@@ -138,6 +138,8 @@ class TrainConfig(_Section):
         amp: mixed precision: "none", "bf16" (autocast) or "fp16" (autocast + GradScaler).
         seed: seed of model init, data order and augmentation (offset by rank).
         max_minutes: stop cleanly (finish the step, write the checkpoint, exit 0) after this much training time.
+        max_steps: stop cleanly the same way after this many optimiser steps (a budget independent of the
+            machine's speed); with `max_minutes` too, whichever comes first.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     """
 
@@ -147,6 +149,7 @@ class TrainConfig(_Section):
     amp: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 42
     max_minutes: float | None = None
+    max_steps: int | None = None
     device: str = "auto"
 
 
@@ -160,8 +163,8 @@ class OptimConfig(_Section):
         clip_max_norm: gradient clipping by global norm (0 disables).
         lr_drop: epoch after which the learning rates drop by `lr_drop_factor` (step schedule; 0 = never).
         lr_drop_factor: that factor.
-        lr_drop_time: with a time budget (`train.max_minutes`), also drop the rates once this fraction of it has
-            passed (0 = only at epoch `lr_drop`): a budget may end long before the epoch-based drop.
+        lr_drop_time: with a budget (`train.max_minutes`, `train.max_steps`), also drop the rates once this
+            fraction of it has passed (0 = only at epoch `lr_drop`): a budget may end long before the epoch-based drop.
         warmup_steps: linear learning-rate warmup: step s < warmup_steps runs at (s + 1) / warmup_steps of the rate.
     """
 
@@ -185,7 +188,11 @@ class LossConfig(_Section):
         enc_positives: k > 0 supervises the two-stage proposals at every encoder token, each target taking its k
             cheapest tokens (one-to-many, `rotated_ddetr.training.assigner`); 0 keeps Deformable DETR's one-to-one
             loss on the top-k proposals.
-        focal_alpha, focal_gamma: focal loss and focal matching cost parameters.
+        iou_aware: the class loss is the varifocal loss towards each matched prediction's rotated IoU (the score
+            learns localisation quality, which ranks the detections for mAP) instead of the focal loss towards 1.
+        kld_symmetric: the KLD loss on the symmetric divergence (`training.kld.kld_loss`): the one-way divergence
+            shortens elongated predictions whose angle is off.
+        focal_alpha, focal_gamma: focal loss and focal matching cost parameters (and the varifocal negatives').
         match_class_weight, match_l1_weight, match_iou_weight, match_kld_weight: matcher cost weights.
     """
 
@@ -194,6 +201,8 @@ class LossConfig(_Section):
     kld_weight: float = 2.0
     angle_weight: float = 0.0
     enc_positives: int = 0
+    iou_aware: bool = False
+    kld_symmetric: bool = False
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     match_class_weight: float = 2.0
@@ -386,6 +395,7 @@ def _validate(cfg: Config) -> None:
         (all(0 <= p <= 1 for p in (d.hflip, d.vflip, d.rot90, d.rotate)), "augmentation probabilities in [0, 1]"),
         (t.epochs >= 1 and t.batch_size >= 1 and t.num_workers >= 0, "train.epochs, batch_size >= 1, workers >= 0"),
         (t.max_minutes is None or t.max_minutes > 0, f"train.max_minutes must be > 0 or none, got {t.max_minutes}"),
+        (t.max_steps is None or t.max_steps > 0, f"train.max_steps must be > 0 or none, got {t.max_steps}"),
         (o.lr > 0 and o.lr_backbone >= 0 and o.weight_decay >= 0, "optim.lr > 0, lr_backbone and weight_decay >= 0"),
         (o.clip_max_norm >= 0 and o.lr_drop >= 0 and o.warmup_steps >= 0, "optim.clip_max_norm, lr_drop, warmup >= 0"),
         (0.0 <= o.lr_drop_time < 1.0, f"optim.lr_drop_time must be in [0, 1), got {o.lr_drop_time}"),

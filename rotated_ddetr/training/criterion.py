@@ -6,6 +6,7 @@ optionally one-to-many at every token by a `TopKAssigner`), then scored with the
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
@@ -13,6 +14,7 @@ from rotated_ddetr.boxes import canonicalize_rboxes, denormalize_rboxes, wrap_an
 from rotated_ddetr.distributed import average_over_ranks
 from rotated_ddetr.model.denoising import DenoisingOutput
 from rotated_ddetr.model.detector import DenseProposals, DetectorOutput
+from rotated_ddetr.ops import box_iou_rotated
 from rotated_ddetr.structures import Target, stack_image_sizes
 from rotated_ddetr.training.assigner import TopKAssigner
 from rotated_ddetr.training.kld import kld_loss
@@ -42,7 +44,7 @@ class SetCriterion(nn.Module):
     compares the prediction as parameterised with the canonical target, so it prefers predictions with w >= h.
 
     Every head (each decoder layer, the encoder proposals) gets the same weights; the total is
-    sum over heads of class_weight * focal + l1_weight * L1 + kld_weight * KLD (+ angle_weight * angle), each
+    sum over heads of class_weight * focal (or varifocal) + l1_weight * L1 + kld_weight * KLD (+ angle_weight * angle), each
     divided by the number of target boxes averaged over ranks.
 
     Args:
@@ -56,6 +58,10 @@ class SetCriterion(nn.Module):
         focal_gamma: gamma of the focal loss.
         assigner: a `TopKAssigner` to supervise the two-stage proposals at every token, one-to-many (normalised by
             the number of positive tokens); None keeps Deformable DETR's one-to-one loss on the top-k proposals.
+        iou_aware: the class loss is the varifocal loss towards the rotated IoU of each matched prediction (compiled
+            op, no gradient through the IoU) instead of the focal loss towards 1 (`varifocal_loss`).
+        kld_symmetric: the KLD loss on the symmetric divergence (`kld_loss`): no shortening of elongated predictions
+            whose angle is still off.
     """
 
     def __init__(
@@ -70,9 +76,12 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         angle_weight: float = 0.0,
         assigner: TopKAssigner | None = None,
+        iou_aware: bool = False,
+        kld_symmetric: bool = False,
     ) -> None:
         super().__init__()
-        self.matcher, self.num_classes, self.assigner = matcher, num_classes, assigner
+        self.kld_symmetric = kld_symmetric
+        self.matcher, self.num_classes, self.assigner, self.iou_aware = matcher, num_classes, assigner, iou_aware
         self.weights = {"class": class_weight, "l1": l1_weight, "kld": kld_weight}
         if angle_weight:
             self.weights["angle"] = angle_weight
@@ -156,23 +165,50 @@ class SetCriterion(nn.Module):
         batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(logits.device)
         query_index = torch.cat([q for q, _ in matches]).to(logits.device)
         labels = torch.cat([t.labels[k.to(t.labels.device)] for t, (_, k) in zip(targets, matches, strict=True)])
-        onehot = torch.zeros_like(logits)
-        onehot[batch_index, query_index, labels.to(logits.device)] = 1.0
-        if valid is not None:
-            logits, onehot = logits[valid], onehot[valid]
-        focal = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum")
-
         pred = rboxes[batch_index, query_index].float()  # (K, 5) normalised
         tgt = torch.cat([t.rboxes[k.to(t.rboxes.device)] for t, (_, k) in zip(targets, matches, strict=True)])
         tgt = tgt.to(pred)
-        l1 = (pred[:, :4] - tgt[:, :4]).abs().sum()
         sizes = stack_image_sizes(targets, pred, repeats=[len(q) for q, _ in matches])  # (K, 2)
         pred_px, tgt_px = denormalize_rboxes(pred, sizes), denormalize_rboxes(tgt, sizes)
-        kld = kld_loss(pred_px, tgt_px).sum()
-        losses = {"class": focal / num_boxes, "l1": l1 / num_boxes, "kld": kld / num_boxes}
+
+        scores = torch.zeros_like(logits)  # the classification target: 1 (focal) or the IoU (varifocal) when matched
+        if self.iou_aware:
+            positive = box_iou_rotated(pred_px.detach(), tgt_px, aligned=True).to(logits.dtype)
+        else:
+            positive = torch.ones_like(labels, dtype=logits.dtype)
+        scores[batch_index, query_index, labels.to(logits.device)] = positive
+        if valid is not None:
+            logits, scores = logits[valid], scores[valid]
+        if self.iou_aware:
+            cls = varifocal_loss(logits, scores, 1.0 - self.focal_alpha, self.focal_gamma)
+        else:
+            cls = sigmoid_focal_loss(logits, scores, self.focal_alpha, self.focal_gamma, reduction="sum")
+
+        l1 = (pred[:, :4] - tgt[:, :4]).abs().sum()
+        kld = kld_loss(pred_px, tgt_px, self.kld_symmetric).sum()
+        losses = {"class": cls / num_boxes, "l1": l1 / num_boxes, "kld": kld / num_boxes}
         if "angle" in self.weights:
             losses["angle"] = angle_loss(pred_px, tgt_px).sum() / num_boxes
         return losses
+
+
+def varifocal_loss(logits: torch.Tensor, scores: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """The varifocal loss (Zhang et al., VarifocalNet, CVPR 2021, eq. 2), summed: binary cross-entropy towards
+    `scores`, weighted by the target score q where q > 0 and by alpha * p^gamma (p the predicted score, detached)
+    elsewhere. With q the IoU of a matched prediction, the score learns to rank detections by localisation quality.
+
+    Args:
+        logits: (..., C) class logits.
+        scores: (..., C) targets in [0, 1]: the IoU at a matched query's class, 0 elsewhere.
+        alpha, gamma: the down-weighting of the negatives (the criterion passes 1 - focal_alpha and focal_gamma,
+            so that negatives weigh exactly as in its focal loss).
+
+    Returns:
+        () float.
+    """
+    prob = logits.detach().sigmoid()
+    weight = torch.where(scores > 0, scores, alpha * prob.pow(gamma))
+    return F.binary_cross_entropy_with_logits(logits, scores, weight=weight, reduction="sum")
 
 
 def angle_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

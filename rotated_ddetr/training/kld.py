@@ -41,17 +41,27 @@ def kld(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (0.5 * (mahalanobis + trace + log_det - 2.0)).clamp(min=0.0)
 
 
-def kld_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The KLD loss 1 - 1 / (1 + ln(1 + D_KL)) (Yang et al. 2021, eq. 11 with f = ln(1 + x), tau = 1).
+def kld_loss(pred: torch.Tensor, target: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
+    """The KLD loss 1 - 1 / (1 + ln(1 + D)) (Yang et al. 2021, eq. 11 with f = ln(1 + x), tau = 1).
 
     In [0, 1): 0 for identical rectangles, towards 1 for distant ones; smooth at D = 0 (zero gradient at a perfect
     match, where the sqrt variant would be singular).
 
+    D is D_KL(pred || target), or with `symmetric` the mean of both directions (Jeffreys divergence / 2). The one-way
+    divergence shortens elongated predictions whose angle is off: its trace term charges the predicted length
+    against the target's width, (w_p / h_t)^2 sin^2(angle error): for a 4:1 box 6 degrees off the optimal prediction
+    is 7% short. The reverse direction charges the predicted width instead and widens; with their mean the optimum
+    is 4% short and 4% wide (`tests/training/test_kld.py`).
+
     Args:
         pred: (..., 5) pixel rboxes.
         target: (..., 5) pixel rboxes, broadcastable against `pred`.
+        symmetric: use the symmetric divergence.
 
     Returns:
         (...) float loss per pair.
     """
-    return 1.0 - 1.0 / (1.0 + torch.log1p(kld(pred, target)))
+    divergence = kld(pred, target)
+    if symmetric:
+        divergence = 0.5 * (divergence + kld(target, pred))
+    return 1.0 - 1.0 / (1.0 + torch.log1p(divergence))

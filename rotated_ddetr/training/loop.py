@@ -222,6 +222,8 @@ def _train_epoch(run: _Run, bar: tqdm) -> bool:
         if run.drop_time is not None and any_process(time.monotonic() >= run.drop_time, run.ctx):
             _drop_lr(run)
             run.drop_time = None
+        if run.cfg.train.max_steps is not None and run.step >= run.cfg.train.max_steps:
+            return True  # the same on every rank: no vote needed
         if any_process(run.deadline is not None and time.monotonic() >= run.deadline, run.ctx):
             return True
     return False
@@ -237,7 +239,8 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
         progress: show a tqdm bar (main process only).
 
     Returns:
-        A `TrainResult`. Time running out (`train.max_minutes`, counted from this call) is a normal end.
+        A `TrainResult`. A budget running out (`train.max_minutes`, counted from this call, or `train.max_steps`) is
+        a normal end.
     """
     start = time.monotonic()
     run = _setup(cfg, ctx, resume)
@@ -246,12 +249,15 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
         run.deadline = start + 60.0 * t.max_minutes
         drop_time = cfg.optim.lr_drop_time
         run.drop_time = start + 60.0 * t.max_minutes * drop_time if drop_time else None
+    if t.max_steps is not None and cfg.optim.lr_drop_time:
+        for schedule in run.trainer.scheduler.lr_lambdas:
+            schedule.drop_from(round(t.max_steps * cfg.optim.lr_drop_time))
     steps_per_epoch = math.ceil(len(run.sampler) / t.batch_size)
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=run.step, disable=not (progress and ctx.is_main),
                unit="step", dynamic_ncols=True)  # fmt: skip
     stopped, checkpoint = False, None
     try:
-        while run.epoch < t.epochs and not stopped:
+        while run.epoch < t.epochs and not stopped and (t.max_steps is None or run.step < t.max_steps):
             stopped = _train_epoch(run, bar)
             if stopped:
                 minutes = (time.monotonic() - start) / 60

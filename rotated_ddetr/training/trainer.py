@@ -32,6 +32,7 @@ def build_criterion(loss: LossConfig, num_classes: int) -> SetCriterion:
     return SetCriterion(
         matcher, num_classes, class_weight=loss.class_weight, l1_weight=loss.l1_weight, kld_weight=loss.kld_weight,
         focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma, angle_weight=loss.angle_weight, assigner=assigner,
+        iou_aware=loss.iou_aware, kld_symmetric=loss.kld_symmetric,
     )  # fmt: skip
 
 

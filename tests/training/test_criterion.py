@@ -2,12 +2,15 @@
 
 import math
 
+import pytest
 import torch
 import torch.distributed as dist
 
 from rotated_ddetr.model.detector import DetectorOutput
+from rotated_ddetr.ops import box_iou_rotated
 from rotated_ddetr.structures import Target
 from rotated_ddetr.training import HungarianMatcher, SetCriterion, average_num_boxes
+from rotated_ddetr.training.criterion import varifocal_loss
 
 TARGETS = [
     Target(
@@ -108,3 +111,34 @@ def test_angle_term_joins_the_total_when_weighted():
     # prediction copies in the swapped form (-pi/2 + 0.1: like L1, the term prefers w >= h); a square (0).
     expected = (2 / 3 * 0.1 + 1 / 2 * (math.pi / 2 - 0.1)) / 3
     torch.testing.assert_close(losses["loss_angle"], torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_varifocal_loss_by_hand():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
+    scores = torch.tensor([[0.5, 0.0], [0.0, 0.8]])
+    p = torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-1.0)).item()
+    q = torch.sigmoid(torch.tensor(0.5)).item()
+    expected = (
+        0.5 * math.log(2.0)  # q = 0.5 at p = 0.5: weight q, cross-entropy ln 2
+        + 0.75 * p[0] ** 2 * -math.log(1 - p[0])  # negatives: alpha * p^gamma * -ln(1 - p)
+        + 0.75 * p[1] ** 2 * -math.log(1 - p[1])
+        + 0.8 * -(0.8 * math.log(q) + 0.2 * math.log(1 - q))
+    )
+    assert float(varifocal_loss(logits, scores, alpha=0.75, gamma=2.0)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_iou_aware_class_target_is_the_iou_of_the_match():
+    """Perfect boxes: the varifocal target is IoU 1, so +-20 logits cost ~0; a shifted box with IoU q makes the target
+    q, whose cost at the optimal logit ln(q / (1 - q)) is q * H(q) (H the binary entropy) and no longer 0."""
+    criterion = SetCriterion(HungarianMatcher(), num_classes=3, iou_aware=True)
+    rboxes, logits = _perfect()
+    assert float(criterion(_outputs(rboxes, logits), TARGETS)["loss_class"]) < 1e-6
+    shifted = rboxes.clone()
+    shifted[1, 0, 0] += 0.1  # target 2 (64 x 64 image): 6.4 px to the right
+    pixels = torch.tensor([64.0, 64.0, 64.0, 64.0, 1.0])
+    q = float(box_iou_rotated(shifted[1, :1] * pixels, TARGETS[1].rboxes * pixels, aligned=True))
+    assert 0.4 < q < 0.8
+    logits[1, 0, 2] = math.log(q / (1 - q))
+    losses = criterion(_outputs(shifted, logits), TARGETS)
+    entropy = -(q * math.log(q) + (1 - q) * math.log(1 - q))
+    assert float(losses["loss_class"]) == pytest.approx(q * entropy / 3, rel=1e-4)  # 3 target boxes

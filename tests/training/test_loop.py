@@ -112,6 +112,22 @@ def test_time_budget_drops_the_learning_rate(tiny_dataset, tmp_path):
     assert scheduler["lr_lambdas"][0]["drop_step"] == 1
 
 
+def test_step_budget_stops_mid_epoch_and_drops_the_learning_rate_at_its_fraction(tiny_dataset, tmp_path):
+    ctx = init_distributed("cpu")
+    cfg = tiny_train_config(tiny_dataset, tmp_path / "steps", train={"epochs": 5, "max_steps": 3},
+                            optim={"lr_drop": 0, "lr_drop_time": 0.5})  # fmt: skip
+    result = train(cfg, ctx, progress=False)
+    assert (result.epoch, result.step, result.stopped_early) == (1, 3, True)  # 2 steps per epoch: 1 epoch + 1 batch
+    records = [json.loads(line) for line in (tmp_path / "steps" / "log.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}  # the rate each step ran at
+    lr, dropped = cfg.optim.lr, cfg.optim.lr * cfg.optim.lr_drop_factor  # warmup: 2 steps; drop from round(1.5) on
+    assert lrs == pytest.approx({1: lr / 2, 2: lr, 3: dropped})
+    state = load_checkpoint(tmp_path / "steps" / "checkpoint_last.pth")
+    assert (state["step"], state["batches_done"], state["scheduler"]["lr_lambdas"][0]["drop_step"]) == (3, 1, 2)
+    again = train(cfg, ctx, resume=tmp_path / "steps" / "checkpoint_last.pth", progress=False)
+    assert again.step == 3  # the budget is spent: a resumed run trains no further
+
+
 def test_periodic_evaluation_scores_the_saved_model_as_the_inference_path_does(tiny_dataset, tmp_path):
     # The epoch's checkpoint is written before its evaluation: the same weights through Predictor.from_checkpoint
     # and predict_folder (what tools/test.py runs) must give the logged metrics exactly.
