@@ -225,7 +225,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", help="model checkpoint for (b), (c) (default: --config, random weights)")
     parser.add_argument("--config", default="configs/synthetic_tiny.py", help="model config when no --checkpoint")
     parser.add_argument("--device", default="cpu", help="device of the model in (b), (c) (default cpu)")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast of (b), (c)")
+    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="none", help="autocast of (b), (c)")
     parser.add_argument("--tiles-scene-size", type=int, default=4096, help="side of the (b), (c) scene")
     parser.add_argument("--repeats", type=int, default=5, help="runs of (b), (c); the fastest counts (default 5)")
     parser.add_argument("--skip-memory", action="store_true", help="skip (a), the large-scene memory run")

@@ -106,7 +106,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=50, help="timed optimiser steps (default 50)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), help=f"sets {AMP_KEY} (default: the config's)")
+    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"),
+                        help=f"sets {AMP_KEY} (default: the config's)")  # fmt: skip
     parser.add_argument("--size", type=int, default=1024, help="synthetic tile side in pixels (default 1024)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")

@@ -1,11 +1,13 @@
-"""Learning curve: train a config for N minutes, then held-out mAP50 (VOC07) of every checkpoint vs training minutes.
+"""Learning curve: train a config for N minutes (or steps), then held-out mAP50 (VOC07) of every checkpoint vs time.
 
 Runs the documented commands as subprocesses (tools/make_synthetic.py for missing data sets, tools/train.py with
-train.max_minutes, tools/test.py on each per-epoch checkpoint and on checkpoint_last.pth) and appends the table,
+train.max_minutes or, with --steps, train.max_steps, tools/test.py on each per-epoch checkpoint and on
+checkpoint_last.pth) and appends the table,
 the machine description and the CPU share the run actually got (the machine may be shared) to RESULTS.md.
 
-Example:
+Examples:
     python benchmarks/learning_curve.py --work runs/curve --minutes 15 --train-seed 0 --val-seed 1
+    python benchmarks/learning_curve.py --work runs/ablation --steps 800 loss.iou_aware=false   # a fixed step count
 """
 
 import argparse
@@ -30,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config", default="configs/synthetic_tiny.py", help="config file (absolute, or relative to the repo root)"
     )
     parser.add_argument("--minutes", type=float, default=15.0, help="training time (train.max_minutes)")
+    parser.add_argument("--steps", type=int, help="train this many steps instead (train.max_steps; no time limit)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=1)
     parser.add_argument("--images", type=int, default=600, help="training images (default 600)")
@@ -64,8 +67,9 @@ def _cpu_jiffies() -> tuple[int, int]:
 
 def _train(args: argparse.Namespace, train_root: Path, run_dir: Path) -> dict:
     """Runs tools/train.py; returns its wall time and the CPU share it got."""
+    budget = f"train.max_steps={args.steps}" if args.steps else f"train.max_minutes={args.minutes}"
     command = [str(ROOT / "tools" / "train.py"), str(ROOT / args.config), f"data.train_root={train_root}",
-               f"train.max_minutes={args.minutes}", f"output.dir={run_dir}", "output.keep_last=0",
+               budget, f"output.dir={run_dir}", "output.keep_last=0",
                *args.overrides, "--no-progress"]  # fmt: skip
     busy0, total0 = _cpu_jiffies()
     start, cpu0 = time.monotonic(), os.times()
@@ -139,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"Machine: {machine_description()}\n{format_table(rows)}\n{notes}")
     if not args.no_record:
-        append_results(f"learning_curve.py: mAP50 on held-out synthetic vs training minutes ({args.minutes:g} min)",
-                       rows, notes)  # fmt: skip
+        budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
+        append_results(f"learning_curve.py: mAP50 on held-out synthetic vs training minutes ({budget})", rows, notes)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,36 @@ from dataclasses import dataclass
 
 import torch
 
-# Mixed-precision modes of the configs (`train.amp`) and tools (`--amp`) -> the autocast dtype (None: float32).
+# Mixed-precision modes of the configs (`train.amp`) and tools (`--amp`) -> the autocast dtype (None: float32);
+# "auto" is resolved per device by `autocast_dtype`.
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_MODES = ("auto", *AMP_DTYPES)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware: CUDA GPUs with bf16 (Ampere and later), CPUs with AVX-512 BF16
+    or AMX (there oneDNN runs bf16 convolutions and matrix products about 1.7x faster than float32 on 2 cores;
+    elsewhere bf16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(probe is not None and probe() for probe in probes)
+    return False
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an amp mode on `device` (None: float32). "auto" is bf16 where `native_bf16`, else
+    float32; the others as `AMP_DTYPES`.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    if amp == "auto":
+        return torch.bfloat16 if native_bf16(torch.device(device)) else None
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    return AMP_DTYPES[amp]
 
 
 @dataclass

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from rotated_ddetr import structures
 from rotated_ddetr.boxes import denormalize_rboxes, normalize_rboxes, wrap_angle
-from rotated_ddetr.structures import Target, stack_image_sizes
+from rotated_ddetr.structures import Target, autocast_dtype, stack_image_sizes
 
 
 def test_target_length_device_and_checks():
@@ -56,3 +57,19 @@ def test_wrap_angle_is_half_open():
     angle = torch.tensor([2.0, -3.0], requires_grad=True)
     wrap_angle(angle).sum().backward()
     assert angle.grad.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)],
+)
+def test_auto_amp_is_bf16_only_on_cpus_that_compute_it(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert structures.native_bf16(cpu) is (expected is not None)
+    assert autocast_dtype("auto", cpu) is expected
+    assert (autocast_dtype("none", cpu), autocast_dtype("bf16", cpu), autocast_dtype("fp16", cpu)) == (
+        None, torch.bfloat16, torch.float16)  # fmt: skip
+    with pytest.raises(ValueError, match="amp must be one of"):
+        autocast_dtype("fp32", cpu)

@@ -22,6 +22,7 @@ from rotated_ddetr.distributed import barrier, init_inference, shutdown_distribu
 from rotated_ddetr.inference.predictor import Predictor, predict_scenes  # noqa: E402
 from rotated_ddetr.inference.scenes import SceneError, list_scenes  # noqa: E402
 from rotated_ddetr.inference.writers import FORMATS, assemble_task1  # noqa: E402
+from rotated_ddetr.structures import AMP_MODES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-dets", type=int, default=10000, help="detections kept per scene (default 10000)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per model call (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast (default none)")
+    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
+                        help="autocast (default auto: bf16 where the device computes it natively)")  # fmt: skip
     parser.add_argument("--bands", type=int, nargs="+", help="raster bands to use as R G B (1-based)")
     parser.add_argument("--formats", default="dota,geojson,png", help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -24,6 +24,7 @@ from rotated_ddetr.distributed import resolve_device  # noqa: E402
 from rotated_ddetr.evaluation import eval_dota, format_table  # noqa: E402
 from rotated_ddetr.fileio import atomic_write_text  # noqa: E402
 from rotated_ddetr.inference import Predictor, predict_folder  # noqa: E402
+from rotated_ddetr.structures import AMP_MODES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--workers", type=int, default=1, help="image loading processes (default 1)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
+                        help="autocast (default auto: bf16 where the device computes it natively)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--nms-iou must be in [0, 1), got {args.nms_iou}")
         given = {"top_k": args.top_k, "score_threshold": args.score_threshold, "nms_iou": args.nms_iou}
         options = {key: value for key, value in given.items() if value is not None}  # the others: the config's
-        predictor = Predictor.from_checkpoint(args.checkpoint, resolve_device(args.device), **options)
+        predictor = Predictor.from_checkpoint(args.checkpoint, resolve_device(args.device), args.amp, **options)
         image_files(args.data)  # fails early on a missing or empty folder
     except (OSError, ValueError) as error:
         print(f"test: error: {error}", file=sys.stderr)

@@ -111,6 +111,8 @@ class DataConfig(_Section):
         rotate: probability of a rotation by a uniform angle in [-rotate_degrees, rotate_degrees] (canvas kept).
         rotate_degrees: range of that rotation.
         scale_jitter: (min, max) extra random resize factor at training.
+        cache_images: keep the decoded, resized training images in memory (about 3 x H x W bytes each, per
+            DataLoader process: best with `train.num_workers=0`) instead of decoding them every epoch.
     """
 
     train_root: str | None = None
@@ -125,6 +127,7 @@ class DataConfig(_Section):
     rotate: float = 0.0
     rotate_degrees: float = 180.0
     scale_jitter: tuple[float, float] = (1.0, 1.0)
+    cache_images: bool = False
 
 
 @dataclass
@@ -135,7 +138,8 @@ class TrainConfig(_Section):
         epochs: passes over the training set.
         batch_size: images per process and step.
         num_workers: DataLoader worker processes (0 = load in the main process).
-        amp: mixed precision: "none", "bf16" (autocast) or "fp16" (autocast + GradScaler).
+        amp: mixed precision: "auto" (bf16 autocast where the device computes bf16 natively: Ampere+ GPUs, CPUs with
+            AVX-512 BF16 or AMX; else float32), "none", "bf16" (autocast) or "fp16" (autocast + GradScaler).
         seed: seed of model init, data order and augmentation (offset by rank).
         max_minutes: stop cleanly (finish the step, write the checkpoint, exit 0) after this much training time.
         max_steps: stop cleanly the same way after this many optimiser steps (a budget independent of the
@@ -146,7 +150,7 @@ class TrainConfig(_Section):
     epochs: int = 50
     batch_size: int = 2
     num_workers: int = 2
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "none"
     seed: int = 42
     max_minutes: float | None = None
     max_steps: int | None = None

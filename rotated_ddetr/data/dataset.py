@@ -68,9 +68,9 @@ class DotaDataset(torch.utils.data.Dataset):
     """Training samples of a DOTA-layout folder.
 
     All label files are read once at construction (unknown classes and malformed lines fail early); images are read
-    per sample. Each sample's augmentation is seeded by (seed, epoch, index), so it is the same whatever the
-    number of workers or the resume point; call `set_epoch` before each epoch (before creating the loader's
-    iterator, so that worker copies see it).
+    per sample (once with `cache`). Each sample's augmentation is seeded by (seed, epoch, index), so it is the same
+    whatever the number of workers or the resume point; call `set_epoch` before each epoch (before creating the
+    loader's iterator, so that worker copies see it).
 
     Args:
         root: dataset root holding `images/` and `labelTxt/` (one label file per image).
@@ -80,6 +80,8 @@ class DotaDataset(torch.utils.data.Dataset):
         scale: resize factor applied to every image first.
         augment: e.g. `transforms.Augment(...)`: (uint8 image, pixel rboxes, labels) -> the same, transformed.
         seed: augmentation seed.
+        cache: keep every image in memory once decoded and resized (uint8, 3 x H x W bytes each; each DataLoader
+            worker holds its own copy, so use it with `num_workers=0`), instead of decoding it again every epoch.
 
     Raises:
         FileNotFoundError: missing folders or label files. ValueError (DotaFormatError): unknown class, bad line.
@@ -94,8 +96,10 @@ class DotaDataset(torch.utils.data.Dataset):
         scale: float = 1.0,
         augment: Augmentation | None = None,
         seed: int = 0,
+        cache: bool = False,
     ) -> None:
         self.root, self.classes = Path(root), tuple(classes)
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = {} if cache else None
         self.scale, self.augment, self.seed, self.epoch = scale, augment, seed, 0
         index = {name: i for i, name in enumerate(self.classes)}
         self.files, self.rboxes, self.labels = [], [], []
@@ -129,8 +133,13 @@ class DotaDataset(torch.utils.data.Dataset):
 
         (H, W) is the image size after resizing and augmentation, the frame of the normalised rboxes.
         """
-        image = read_image_rgb(self.files[index])
-        image, rboxes, labels = resize_sample(image, self.rboxes[index], self.labels[index], self.scale)
+        if self.cache is not None and index in self.cache:
+            image, rboxes, labels = self.cache[index]
+        else:
+            image = read_image_rgb(self.files[index])
+            image, rboxes, labels = resize_sample(image, self.rboxes[index], self.labels[index], self.scale)
+            if self.cache is not None:
+                self.cache[index] = image.contiguous(), rboxes, labels
         if self.augment is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_sample_seed(self.seed, self.epoch, index))

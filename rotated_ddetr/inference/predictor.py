@@ -27,7 +27,7 @@ from rotated_ddetr.inference.postprocess import Detections, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
 from rotated_ddetr.inference.tiling import prefetch_batches
 from rotated_ddetr.inference.writers import scene_result_path, to_scene_result, write_scene_outputs
-from rotated_ddetr.structures import AMP_DTYPES
+from rotated_ddetr.structures import autocast_dtype
 from rotated_ddetr.tiles import plan_tiles
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
@@ -160,7 +160,7 @@ class Predictor:
         classes: class names in label order.
         scale: the model's input scale (`cfg.data.scale`).
         device: where the model runs.
-        amp: "none", "bf16" or "fp16" autocast.
+        amp: "auto" (bf16 where the device computes it natively, else float32), "none", "bf16" or "fp16" autocast.
         top_k: candidates kept per tile by `postprocess`.
         score_threshold: minimum score kept per tile.
         nms_iou: class-wise rotated NMS IoU per tile in `postprocess` (0 = none).
@@ -173,15 +173,14 @@ class Predictor:
         *,
         scale: float = 1.0,
         device: str | torch.device = "cpu",
-        amp: str = "none",
+        amp: str = "auto",
         top_k: int = 300,
         score_threshold: float = 0.0,
         nms_iou: float = 0.0,
     ) -> None:
-        if amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
         self.model, self.classes, self.scale = model.eval(), tuple(classes), float(scale)
         self.device, self.amp = torch.device(device), amp
+        self.amp_dtype = autocast_dtype(amp, self.device)  # ValueError for an unknown mode
         self.top_k, self.score_threshold, self.nms_iou = top_k, score_threshold, nms_iou
 
     @classmethod
@@ -203,7 +202,7 @@ class Predictor:
             cfg: its resolved config.
             classes: class names in label order; default `cfg.data.classes`.
             amp: autocast; default `cfg.train.amp`, so that the periodic evaluation scores the model at the
-                precision (and speed) it trains in. `from_checkpoint` passes "none" unless asked.
+                precision (and speed) it trains in.
             options: top_k, score_threshold, nms_iou in place of the config's.
         """
         e = cfg.eval
@@ -215,11 +214,12 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "none", **options
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "auto", **options
     ) -> Predictor:
         """The predictor of a training checkpoint (`rotated_ddetr.checkpoint.load_model`) on `device`: its weights,
         classes and input scale; `options` (top_k, score_threshold, nms_iou) default to the config's evaluation
-        settings (`from_config`). Autocast is `amp` ("none": float32, whatever the training used)."""
+        settings (`from_config`). Autocast is `amp` (default "auto": bf16 where the device computes it natively,
+        whatever the training used; "none": float32)."""
         model, cfg, classes = load_model(path, device)
         return cls.from_config(model, cfg, classes=classes, amp=amp, **options)
 
@@ -238,7 +238,7 @@ class Predictor:
         if not tiles:
             return []
         batch, masks = pad_images(self._to_images(tiles), self.model.size_divisor)
-        dtype = AMP_DTYPES[self.amp]
+        dtype = self.amp_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             outputs = self.model(batch, masks)
         sizes = torch.tensor([tile.shape[:2] for tile in tiles], device=self.device)  # boxes back in tile pixels

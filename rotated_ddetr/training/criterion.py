@@ -43,9 +43,9 @@ class SetCriterion(nn.Module):
     KLD term alone leaves them to the late, slow phase where predictions have become elongated). Like the L1 term, it
     compares the prediction as parameterised with the canonical target, so it prefers predictions with w >= h.
 
-    Every head (each decoder layer, the encoder proposals) gets the same weights; the total is
-    sum over heads of class_weight * focal (or varifocal) + l1_weight * L1 + kld_weight * KLD (+ angle_weight * angle), each
-    divided by the number of target boxes averaged over ranks.
+    Every head (each decoder layer, the encoder proposals) gets the same weights; the total is sum over heads of
+    class_weight * focal (or varifocal) + l1_weight * L1 + kld_weight * KLD (+ angle_weight * angle), each divided by
+    the number of target boxes averaged over ranks.
 
     Args:
         matcher: a `HungarianMatcher`.

@@ -16,7 +16,7 @@ from rotated_ddetr.checkpoint import unwrap
 from rotated_ddetr.config import Config, LossConfig, OptimConfig
 from rotated_ddetr.data.batching import Batch
 from rotated_ddetr.model import DetectorOutput
-from rotated_ddetr.structures import AMP_DTYPES
+from rotated_ddetr.structures import autocast_dtype
 from rotated_ddetr.training.assigner import TopKAssigner
 from rotated_ddetr.training.criterion import SetCriterion
 from rotated_ddetr.training.matcher import HungarianMatcher
@@ -85,14 +85,15 @@ class Trainer:
         model: the detector, possibly wrapped in DistributedDataParallel, on `device`.
         criterion: the set criterion.
         optimizer, scheduler: AdamW and its per-step LambdaLR.
-        amp: "none", "bf16" or "fp16" (fp16 uses a GradScaler).
+        amp: "auto" (bf16 where the device computes it natively, else float32), "none", "bf16" or "fp16" (fp16
+            uses a GradScaler); see `structures.autocast_dtype`.
         clip_max_norm: gradient clipping norm (0 disables).
         device: the compute device.
     """
 
     def __init__(self, model, criterion, optimizer, scheduler, amp: str, clip_max_norm: float, device) -> None:
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
-        self.amp_dtype, self.clip_max_norm, self.device = AMP_DTYPES[amp], clip_max_norm, device
+        self.amp_dtype, self.clip_max_norm, self.device = autocast_dtype(amp, device), clip_max_norm, device
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def step(self, batch: Batch) -> dict[str, float]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rotated_ddetr import boxes
+from rotated_ddetr.data import dataset as dataset_module
 from rotated_ddetr.data.dataset import DotaDataset, DotaImages
 from rotated_ddetr.data.dota import DotaLabels, write_dota_labels
 from rotated_ddetr.data.transforms import Augment
@@ -70,6 +71,22 @@ def test_augmentation_is_seeded_by_epoch_and_index(dataset_root):
         ds.set_epoch(epoch)
         draws.add(tuple(ds[0][1].rboxes[0].tolist()))
     assert len(draws) >= 5
+
+
+def test_cached_samples_equal_decoded_ones_and_the_file_is_read_once(dataset_root, monkeypatch):
+    augment = Augment(rot90=0.5, rotate=0.5, degrees=30.0, scale_jitter=(0.8, 1.2))
+    plain = DotaDataset(dataset_root, CLASSES, scale=0.5, augment=augment, seed=3)
+    cached = DotaDataset(dataset_root, CLASSES, scale=0.5, augment=augment, seed=3, cache=True)
+    reads = []
+    real_read = dataset_module.read_image_rgb
+    monkeypatch.setattr(dataset_module, "read_image_rgb", lambda path: reads.append(path) or real_read(path))
+    for epoch in range(3):  # augmentation differs by epoch and never alters the cached image
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for index in range(len(plain)):
+            (a, ta), (b, tb) = plain[index], cached[index]
+            assert torch.equal(a, b) and torch.equal(ta.rboxes, tb.rboxes) and torch.equal(ta.labels, tb.labels)
+    assert len(reads) == 3 * len(plain) + len(cached)  # the plain dataset decodes every epoch, the cached one once
 
 
 def test_errors(tmp_path, dataset_root):
