@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-minutes=3
+minutes=4
 scene_size=4000
 out=work_dirs/quickstart
 while [[ $# -gt 0 ]]; do
