@@ -2,7 +2,7 @@
 # The README's first command: set up .venv in this checkout, then the main job end to end on the embedded default
 # data (a procedural synthetic DOTA-format aerial set), on a CPU, offline:
 #   1. generate a synthetic training set and split it into tiles exactly as the DOTA devkit does;
-#   2. train configs/synthetic_tiny.py for a few minutes (--minutes N for longer; a few minutes give low scores);
+#   2. train configs/synthetic_tiny.py for 4 minutes (--minutes N: longer runs score higher);
 #   3. render a large synthetic scene as a georeferenced GeoTIFF (--scene-size, default 4000 px) with its labels;
 #   4. detect objects in it tile by tile (tools/infer.py): DOTA Task1 files, GeoJSON, a picture;
 #   5. score the detections against the scene's labels (tools/evaluate.py).

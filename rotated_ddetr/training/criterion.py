@@ -80,8 +80,8 @@ class SetCriterion(nn.Module):
         kld_symmetric: bool = False,
     ) -> None:
         super().__init__()
-        self.kld_symmetric = kld_symmetric
-        self.matcher, self.num_classes, self.assigner, self.iou_aware = matcher, num_classes, assigner, iou_aware
+        self.matcher, self.num_classes, self.assigner = matcher, num_classes, assigner
+        self.iou_aware, self.kld_symmetric = iou_aware, kld_symmetric
         self.weights = {"class": class_weight, "l1": l1_weight, "kld": kld_weight}
         if angle_weight:
             self.weights["angle"] = angle_weight

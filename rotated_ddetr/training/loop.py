@@ -92,16 +92,8 @@ def _dataset(cfg: Config) -> DotaDataset:
     augment = Augment(hflip=d.hflip, vflip=d.vflip, rot90=d.rot90, rotate=d.rotate, degrees=d.rotate_degrees,
                       scale_jitter=d.scale_jitter)  # fmt: skip
     try:
-        return DotaDataset(
-            d.train_root,
-            d.classes,
-            d.drop_difficult,
-            d.keep_empty,
-            d.scale,
-            augment,
-            cfg.train.seed,
-            cache=d.cache_images,
-        )
+        return DotaDataset(d.train_root, d.classes, d.drop_difficult, d.keep_empty, d.scale, augment, cfg.train.seed,
+                           cache=d.cache_images)  # fmt: skip
     except (OSError, ValueError) as error:
         raise SetupError(f"training data: {error}") from error
 
