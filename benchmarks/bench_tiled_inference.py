@@ -44,6 +44,7 @@ from rotated_ddetr.inference import (  # noqa: E402
     tiled_predict,
     touches_inner_edge,
 )
+from rotated_ddetr.structures import AMP_MODES  # noqa: E402
 
 CELL = 300  # one object per 300 x 300 cell: 10000 objects on a 30000 px scene, never touching each other
 
@@ -225,7 +226,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", help="model checkpoint for (b), (c) (default: --config, random weights)")
     parser.add_argument("--config", default="configs/synthetic_tiny.py", help="model config when no --checkpoint")
     parser.add_argument("--device", default="cpu", help="device of the model in (b), (c) (default cpu)")
-    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="none", help="autocast of (b), (c)")
+    parser.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast of (b), (c)")
     parser.add_argument("--tiles-scene-size", type=int, default=4096, help="side of the (b), (c) scene")
     parser.add_argument("--repeats", type=int, default=5, help="runs of (b), (c); the fastest counts (default 5)")
     parser.add_argument("--skip-memory", action="store_true", help="skip (a), the large-scene memory run")

@@ -30,6 +30,7 @@ from rotated_ddetr.config import load_config  # noqa: E402
 from rotated_ddetr.data.batching import collate  # noqa: E402
 from rotated_ddetr.data.synthetic import training_samples  # noqa: E402
 from rotated_ddetr.model import build_model  # noqa: E402
+from rotated_ddetr.structures import AMP_MODES  # noqa: E402
 from rotated_ddetr.training.trainer import Trainer, build_trainer  # noqa: E402
 
 # The config keys this script reads or sets, in one place (config sections may be renamed: adapt here only).
@@ -106,7 +107,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=50, help="timed optimiser steps (default 50)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"),
+    parser.add_argument("--amp", choices=AMP_MODES,
                         help=f"sets {AMP_KEY} (default: the config's)")  # fmt: skip
     parser.add_argument("--size", type=int, default=1024, help="synthetic tile side in pixels (default 1024)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -250,9 +250,6 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
         run.deadline = start + 60.0 * t.max_minutes
         drop_time = cfg.optim.lr_drop_time
         run.drop_time = start + 60.0 * t.max_minutes * drop_time if drop_time else None
-    if t.max_steps is not None and cfg.optim.lr_drop_time:
-        for schedule in run.trainer.scheduler.lr_lambdas:
-            schedule.drop_from(round(t.max_steps * cfg.optim.lr_drop_time))
     steps_per_epoch = math.ceil(len(run.sampler) / t.batch_size)
     bar = tqdm(total=t.epochs * steps_per_epoch, initial=run.step, disable=not (progress and ctx.is_main),
                unit="step", dynamic_ncols=True)  # fmt: skip

@@ -55,18 +55,21 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
 class LrSchedule:
     """Learning-rate multiplier of each optimiser step: linear warmup, then x lr_drop_factor from the drop on.
 
-    The drop comes at epoch `lr_drop`, or earlier when `drop_from` is called (the loop does so once `lr_drop_time`
-    of a time budget has passed). A callable object, so `LambdaLR.state_dict` saves the drop step with the
-    schedule and a resumed run continues it.
+    The drop comes at epoch `lr_drop`, at `lr_drop_time` of a step budget (`max_steps`) if that is earlier, or
+    earlier still when `drop_from` is called (the loop does so once `lr_drop_time` of a time budget has passed). A
+    callable object, so `LambdaLR.state_dict` saves the drop step with the schedule and a resumed run continues it.
 
     Args:
         steps_per_epoch: optimiser steps per epoch.
-        optim: the optimisation config (warmup_steps, lr_drop, lr_drop_factor).
+        optim: the optimisation config (warmup_steps, lr_drop, lr_drop_factor, lr_drop_time).
+        max_steps: the run's step budget (`train.max_steps`), or None.
     """
 
-    def __init__(self, steps_per_epoch: int, optim: OptimConfig) -> None:
+    def __init__(self, steps_per_epoch: int, optim: OptimConfig, max_steps: int | None = None) -> None:
         self.warmup_steps, self.drop_factor = optim.warmup_steps, optim.lr_drop_factor
         self.drop_step = optim.lr_drop * steps_per_epoch if optim.lr_drop > 0 else None
+        if max_steps is not None and optim.lr_drop_time:
+            self.drop_from(round(max_steps * optim.lr_drop_time))
 
     def __call__(self, step: int) -> float:
         warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
@@ -161,7 +164,8 @@ def build_trainer(
         wrapped: the module the trainer calls, e.g. `model` in DDP (`distributed.wrap_model`); default `model`.
     """
     optimizer = build_optimizer(model, cfg.optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LrSchedule(steps_per_epoch, cfg.optim))
+    schedule = LrSchedule(steps_per_epoch, cfg.optim, cfg.train.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     criterion = build_criterion(cfg.loss, cfg.model.num_classes)
     module = model if wrapped is None else wrapped
     return Trainer(module, criterion, optimizer, scheduler, cfg.train.amp, cfg.optim.clip_max_norm, device)
