@@ -56,11 +56,14 @@ class Target:
         rboxes: (N, 5) float normalised rboxes (cx, w by the width, cy, h by the height; angle in radians), see
             `rotated_ddetr.boxes.normalize_rboxes`.
         image_size: (height, width) of the image's valid area in pixels: the frame of the normalised rboxes.
+        num_dropped: objects of the image's labels that augmentation removed (centre moved outside the image), for
+            the training loop's count.
     """
 
     labels: torch.Tensor
     rboxes: torch.Tensor
     image_size: tuple[int, int]
+    num_dropped: int = 0
 
     def __post_init__(self) -> None:
         if self.labels.dim() != 1 or self.rboxes.shape != (len(self.labels), 5):
@@ -80,6 +83,7 @@ class Target:
             self.labels.to(device, non_blocking=non_blocking),
             self.rboxes.to(device, non_blocking=non_blocking),
             self.image_size,
+            self.num_dropped,
         )
 
 

@@ -1,12 +1,11 @@
 """DOTA label, Task1 submission and scene result files: text on disk <-> numpy polygons (pixels), classes, scores.
 
 Sits at the file boundary of the pipeline: read by splitting, the dataset and evaluation; written by the synthetic
-generator, the splitter and the inference writers. Every writer goes through `rotated_ddetr.fileio.atomic_open`.
+generator, the splitter and the inference writers. Every writer goes through `rotated_ddetr.fileio.atomic_write_text`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rotated_ddetr import boxes
-from rotated_ddetr.fileio import atomic_open, atomic_write_text
+from rotated_ddetr.fileio import atomic_write_text
 
 DOTA_V1_0_CLASSES: tuple[str, ...] = (
     "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle", "ship",
@@ -27,6 +26,7 @@ DOTA_V1_5_CLASSES: tuple[str, ...] = (*DOTA_V1_0_CLASSES, "container-crane")
 DOTA_V2_0_CLASSES: tuple[str, ...] = (*DOTA_V1_5_CLASSES, "airport", "helipad")
 _CLASSES_BY_VERSION = {"1.0": DOTA_V1_0_CLASSES, "1.5": DOTA_V1_5_CLASSES, "2.0": DOTA_V2_0_CLASSES}
 _TASK1_PREFIX = "Task1_"
+MAX_COORDINATE = 2.0**53  # refused beyond: float64 no longer holds whole pixels there (and areas would overflow)
 
 
 class DotaFormatError(ValueError):
@@ -120,8 +120,7 @@ class SceneResult:
     scores: np.ndarray
 
 
-def _float_text(value: float) -> str:
-    """Shortest positional text that reads back as `value`."""
+def _float_text(value: float) -> str:  # the shortest positional text that reads back as `value`
     text = repr(value)
     if "e" in text or "n" in text:  # exponent, nan or inf
         return np.format_float_positional(value, unique=True, trim="-")
@@ -139,13 +138,19 @@ def format_numbers(values: np.ndarray) -> list[str]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    """The lines of a text file (UTF-8, BOM and CRLF tolerated)."""
-    with open(path, encoding="utf-8-sig", newline=None) as f:
-        return f.read().splitlines()
+    """The lines of a text file (UTF-8, BOM and CRLF tolerated); DotaFormatError for binary or non-UTF-8 data."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line_no = data.count(b"\n", 0, error.start) + 1
+        raise DotaFormatError(path, line_no, f"not UTF-8 text (byte 0x{data[error.start]:02x})") from None
+    if "\0" in text:
+        raise DotaFormatError(path, text.count("\n", 0, text.index("\0")) + 1, "binary data (a NUL byte), not text")
+    return text.splitlines()
 
 
-def _is_number(token: str) -> bool:
-    """Whether `float(token)` succeeds."""
+def _is_number(token: str) -> bool:  # whether float(token) succeeds
     try:
         float(token)
     except ValueError:
@@ -160,9 +165,10 @@ def _parse_coordinates(path: Path, line_no: int, tokens: list[str], what: str) -
     except ValueError:
         bad = next(token for token in tokens if not _is_number(token))
         raise DotaFormatError(path, line_no, f"non-numeric {what} {bad!r}") from None
-    if not all(map(math.isfinite, values)):
-        bad = next(token for token, value in zip(tokens, values, strict=True) if not math.isfinite(value))
-        raise DotaFormatError(path, line_no, f"non-finite {what} {bad!r}")
+    bad = next((value for value in values if not abs(value) <= MAX_COORDINATE), None)  # also NaN and inf
+    if bad is not None:
+        problem = "non-finite" if bad != bad or abs(bad) == float("inf") else "out-of-range (beyond +-2^53)"
+        raise DotaFormatError(path, line_no, f"{problem} {what} {tokens[values.index(bad)]!r}")
     return values
 
 
@@ -212,7 +218,7 @@ def _fast_floats(lines: list[str], columns: range) -> np.ndarray | None:
         values = np.loadtxt(lines, dtype=np.float64, usecols=columns, ndmin=2, comments=None)
     except ValueError:
         return None
-    return values if np.isfinite(values).all() else None
+    return values if (np.abs(values) <= MAX_COORDINATE).all() else None
 
 
 def _fast_labels(path: Path, lines: list[str]) -> DotaLabels | None:
@@ -291,8 +297,7 @@ def write_dota_labels(path: str | os.PathLike, labels: DotaLabels, header: bool 
     coords = np.array(format_numbers(labels.polygons), dtype=object).reshape(-1, 8)
     for row, name, flag in zip(coords, labels.classes, labels.difficult.tolist(), strict=True):
         lines.append(f"{' '.join(row)} {name} {flag}")
-    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write("".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _task1_class(path: Path) -> str:
@@ -367,8 +372,7 @@ def write_task1(folder: str | os.PathLike, detections: Mapping[str, Task1Detecti
         numbers = np.concatenate([dets.scores[:, None], dets.polygons], axis=1)
         rows = np.array(format_numbers(numbers), dtype=object).reshape(-1, 9)
         text = "".join(f"{image} {' '.join(row)}\n" for image, row in zip(dets.image_names, rows, strict=True))
-        with atomic_open(folder / f"{_TASK1_PREFIX}{name}.txt", "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        atomic_write_text(folder / f"{_TASK1_PREFIX}{name}.txt", text)
 
 
 def write_scene_result(path: str | os.PathLike, result: SceneResult) -> None:
@@ -383,16 +387,13 @@ def write_scene_result(path: str | os.PathLike, result: SceneResult) -> None:
 def read_scene_result(path: str | os.PathLike) -> SceneResult:
     """Reads a file of `write_scene_result`. Raises DotaFormatError naming the file and line when malformed."""
     polygons, classes, scores = [], [], []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(_read_lines(Path(path)), start=1):
         tokens = line.split()
         if not tokens:
             continue
-        try:
-            if len(tokens) != 10:
-                raise ValueError(f"expected 10 fields (x1 y1 ... x4 y4 class score), got {len(tokens)}")
-            numbers = [float(t) for t in (*tokens[:8], tokens[9])]
-        except ValueError as error:
-            raise DotaFormatError(path, line_no, str(error)) from None
+        if len(tokens) != 10:
+            raise DotaFormatError(path, line_no, f"expected 10 fields (x1 y1 ... x4 y4 class score), got {len(tokens)}")
+        numbers = _parse_coordinates(Path(path), line_no, [*tokens[:8], tokens[9]], "number")
         polygons.append(numbers[:8])
         classes.append(tokens[8])
         scores.append(numbers[8])

@@ -19,7 +19,9 @@ per tile, named `{image}__{rate}__{left}___{up}`: the training input of the dete
 - a label file is written for every tile, even an empty one (unless `skip_empty`), and tiles are zero-padded to
   `tile_size` (the devkit's default `padding=True`).
 
-Deliberate differences: an unreadable image is an error naming the file (the devkit skips it silently); an image
+Deliberate differences: an unreadable image (corrupt, truncated: see `rotated_ddetr.images`) is an error naming the
+file, or with `skip_bad_images` left out and counted (the devkit skips it silently, and decodes a truncated JPEG as
+grey); an image
 without a label file is split with no objects (the devkit crashes); a cut that the devkit cannot handle (a
 self-intersecting label polygon that GEOS rejects, or a cut leaving several pieces) is computed on the repaired
 polygon, resp. dropped, instead of crashing; tiles already on disk (image and label) are not written again.
@@ -42,11 +44,12 @@ from shapely.errors import GEOSException
 from shapely.geometry.polygon import orient
 from tqdm import tqdm
 
+from rotated_ddetr.data.dataset import image_files
 from rotated_ddetr.data.dota import DotaLabels, read_dota_labels, write_dota_labels
 from rotated_ddetr.fileio import atomic_write_bytes
+from rotated_ddetr.images import ImageError, check_images, read_image
 from rotated_ddetr.tiles import tile_name, tile_windows
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The presets users know from mmrotate's DOTA configs: single scale and multi scale.
 PRESETS: dict[str, dict] = {
     "ss": {"rates": (1.0,), "gap": 200},
@@ -85,12 +88,14 @@ class SplitOptions:
 
 @dataclass
 class SplitCounts:
-    """What a split did: images read, tiles written, tiles found already on disk, empty tiles left out."""
+    """What a split did: images read, tiles written, tiles found already on disk, empty tiles left out, and the
+    images left out as unreadable (`skip_bad_images`)."""
 
     images: int = 0
     written: int = 0
     existing: int = 0
     empty_skipped: int = 0
+    bad_images: list[str] = field(default_factory=list)
 
     def add(self, other: SplitCounts) -> None:
         """Accumulates `other` into this count."""
@@ -98,6 +103,7 @@ class SplitCounts:
         self.written += other.written
         self.existing += other.existing
         self.empty_skipped += other.empty_skipped
+        self.bad_images += other.bad_images
 
 
 def _line_length(p: tuple[float, float], q: tuple[float, float]) -> float:
@@ -199,15 +205,6 @@ def clip_labels(labels: DotaLabels, left: int, up: int, right: int, down: int, o
     return DotaLabels(np.array(out_polys).reshape(-1, 8), out_classes, np.array(out_difficult, dtype=np.int64))
 
 
-def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
-    """An image as the devkit reads it: `cv2.imread` colour, an (H, W, 3) uint8 BGR numpy array; ValueError naming the
-    file. (The model's reader is `dataset.read_image_rgb`: (3, H, W) uint8 RGB torch.)"""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path} (missing, unsupported or corrupt)")
-    return image
-
-
 def read_scene_labels(label_path: str | os.PathLike) -> DotaLabels:
     """A scene's labels as the devkit parses them (coordinates truncated toward zero); none when the file is absent."""
     if not Path(label_path).is_file():
@@ -247,7 +244,7 @@ def split_image(
     Returns:
         Counts of tiles written, found already present (both files) and left out as empty.
     """
-    image = read_image_bgr(image_path)
+    image = read_image(image_path, "bgr")  # BGR, as the devkit's cv2.imread
     scene = read_scene_labels(label_path)
     name = Path(image_path).stem
     counts = SplitCounts(images=1)
@@ -271,26 +268,24 @@ def split_image(
     return counts
 
 
-def list_images(src: str | os.PathLike) -> list[Path]:
-    """The images of a dataset root (`src/images/*` with a known suffix), sorted; errors for a bad layout."""
-    folder = Path(src) / "images"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder (a DOTA dataset root holds images/ and labelTxt/)")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    stems = [p.stem for p in paths]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise ValueError(f"{folder}: several images share the names {duplicates[:5]} (tile names would collide)")
-    return paths
-
-
-def _split_one(image_path: Path, src: Path, dst: Path, options: SplitOptions) -> SplitCounts:
-    """Pool worker: one scene with its label file from `src/labelTxt`."""
-    return split_image(image_path, src / "labelTxt" / f"{image_path.stem}.txt", dst, options)
+def _split_one(image_path: Path, src: Path, dst: Path, options: SplitOptions, skip_bad: bool) -> SplitCounts:
+    """Pool worker: one scene with its label file from `src/labelTxt`; with `skip_bad`, an image that does not decode
+    is counted instead of raised."""
+    try:
+        return split_image(image_path, src / "labelTxt" / f"{image_path.stem}.txt", dst, options)
+    except ImageError:
+        if not skip_bad:
+            raise
+        return SplitCounts(bad_images=[str(image_path)])
 
 
 def split_dataset(
-    src: str | os.PathLike, dst: str | os.PathLike, options: SplitOptions, workers: int = 1, progress: bool = True
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    options: SplitOptions,
+    workers: int = 1,
+    progress: bool = True,
+    skip_bad_images: bool = False,
 ) -> SplitCounts:
     """Splits every image of the dataset root `src` into `dst` (images/ and labelTxt/), one process per image.
 
@@ -300,16 +295,21 @@ def split_dataset(
         options: how to split.
         workers: processes (1 splits in this process).
         progress: show a tqdm progress bar over images.
+        skip_bad_images: leave out (and count in `bad_images`) the images that `images.check_images` refuses before
+            the split starts, and those that then fail to decode, instead of stopping at the first.
 
     Returns:
         The summed counts.
+
+    Raises:
+        ImageError: a bad image (unless `skip_bad_images`); every image is probed before any tile is written.
     """
     src, dst = Path(src), Path(dst)
-    paths = list_images(src)
+    paths, bad, _ = check_images(image_files(src), skip_bad_images)
     (dst / "images").mkdir(parents=True, exist_ok=True)
     (dst / "labelTxt").mkdir(parents=True, exist_ok=True)
-    job = partial(_split_one, src=src, dst=dst, options=options)
-    total = SplitCounts()
+    job = partial(_split_one, src=src, dst=dst, options=options, skip_bad=skip_bad_images)
+    total = SplitCounts(bad_images=[str(path) for path in bad])
     with contextlib.ExitStack() as stack:
         results = map(job, paths)
         if workers > 1:

@@ -22,13 +22,14 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from rotated_ddetr.images import ImageError, read_image
 from rotated_ddetr.tiles import Tile, resized_size, source_window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # read window by window through rasterio (GDAL)
 OPENCV_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # decoded whole, once, by OpenCV
 
 
-class SceneError(ValueError):
+class SceneError(ImageError):
     """A scene that cannot be opened or read (missing, corrupt, truncated, unsupported); the message names it."""
 
 
@@ -144,27 +145,20 @@ class ArrayScene(SceneReader):
 
 
 class ImageFileScene(ArrayScene):
-    """A PNG/JPG/BMP scene, decoded whole and once by OpenCV into RGB: 3 bytes per pixel stay in memory (use a tiled
-    GeoTIFF for scenes that should not be held whole). OpenCV reduces 16-bit PNGs to 8 bits.
+    """A PNG/JPG/BMP scene, decoded whole and once into RGB by `images.read_image` (checked by content: a PNG named
+    .jpg is read as a PNG; truncated files are refused): 3 bytes per pixel stay in memory (use a tiled GeoTIFF for
+    scenes that should not be held whole). OpenCV reduces 16-bit PNGs to 8 bits.
 
     Raises:
-        SceneError: missing, unreadable, corrupt or truncated file (a JPEG without its end marker, a PNG without IEND:
-            OpenCV would otherwise decode a truncated JPEG into a grey-filled image without an error).
+        SceneError: missing, unreadable, corrupt or truncated file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        path = Path(path)
         try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as error:
-            raise SceneError(f"{path}: cannot read the file ({error.strerror or error})") from None
-        tail, suffix = data[-1024:].tobytes(), path.suffix.lower()
-        if (suffix in (".jpg", ".jpeg") and b"\xff\xd9" not in tail) or (suffix == ".png" and b"IEND" not in tail):
-            raise SceneError(f"{path}: truncated {suffix[1:].upper()} file (its end marker is missing)")
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise SceneError(f"{path}: not a readable image (corrupt or unsupported)")
-        super().__init__(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), path.stem)
+            image = read_image(path)
+        except ImageError as error:
+            raise SceneError(str(error)) from None
+        super().__init__(image, Path(path).stem)
 
 
 class RasterScene(SceneReader):

@@ -78,8 +78,8 @@ def test_cached_samples_equal_decoded_ones_and_the_file_is_read_once(dataset_roo
     plain = DotaDataset(dataset_root, CLASSES, scale=0.5, augment=augment, seed=3)
     cached = DotaDataset(dataset_root, CLASSES, scale=0.5, augment=augment, seed=3, cache=True)
     reads = []
-    real_read = dataset_module.read_image_rgb
-    monkeypatch.setattr(dataset_module, "read_image_rgb", lambda path: reads.append(path) or real_read(path))
+    real_read = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
     for epoch in range(3):  # augmentation differs by epoch and never alters the cached image
         plain.set_epoch(epoch)
         cached.set_epoch(epoch)

@@ -10,7 +10,8 @@ import torch
 from rotated_ddetr.boxes import rboxes_to_polygons
 from rotated_ddetr.config import Config
 from rotated_ddetr.data.batching import pad_images
-from rotated_ddetr.data.dataset import DotaImages, image_files, read_image_rgb
+from rotated_ddetr.data.dataset import DotaImages, image_files
+from rotated_ddetr.images import read_image
 from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES, write_dataset
 from rotated_ddetr.data.transforms import resize_image
 from rotated_ddetr.inference import Predictor, postprocess, predict_folder
@@ -44,7 +45,7 @@ def _direct(model, root, scale, batch_size, top_k, score_threshold, nms_iou):
     (rotated_ddetr/evaluation/model_eval.py): {class index: [(image, scores, polygons)]}."""
     files, out = image_files(root), {}
     for start in range(0, len(files), batch_size):
-        images = [read_image_rgb(path) for path in files[start : start + batch_size]]
+        images = [torch.from_numpy(read_image(path)).permute(2, 0, 1) for path in files[start : start + batch_size]]
         sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
         resized = [resize_image(image, scale).float().div_(255.0) for image in images]
         batch, masks = pad_images(resized, model.size_divisor)
@@ -96,4 +97,4 @@ def test_dota_images_are_the_decoded_pixels(folder):
     for index, (h, w) in enumerate(SIZES):
         image, name = images[index]
         assert name == f"synth_{index:05d}" and image.shape == (h, w, 3) and image.dtype == np.uint8
-        np.testing.assert_array_equal(image, read_image_rgb(image_files(folder)[index]).permute(1, 2, 0).numpy())
+        np.testing.assert_array_equal(image, read_image(image_files(folder)[index]))
