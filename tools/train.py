@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rotated_ddetr.config import ConfigError, load_config  # noqa: E402
 from rotated_ddetr.distributed import init_distributed, shutdown_distributed  # noqa: E402
-from rotated_ddetr.training.loop import SetupError, train  # noqa: E402
+from rotated_ddetr.training.loop import RunStopped, SetupError, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,16 +30,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="config file (a Python file defining `cfg`), e.g. configs/synthetic_tiny.py")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
     parser.add_argument("--resume", metavar="PATH", help="checkpoint to continue from exactly")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the checkpoints and log of an earlier run found in output.dir")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_intermixed_args(argv)
 
 
 def _summary(result, output_dir: str) -> str:
-    """One line on how the run ended."""
+    """Two lines on how the run ended and what data it trained on."""
     how = "time limit reached" if result.stopped_early else "done"
     text = f"{how}: epoch {result.epoch}, step {result.step}; checkpoint {result.checkpoint} (run folder {output_dir})"
     if result.metrics is not None:
         text += f"; val mAP50 {result.metrics['mAP']:.4f}"
+    d = result.data
+    text += (f"\ndata: {d['images']} images ({len(d['skipped_images'])} unreadable skipped), {d['objects']} objects "
+             f"({d['objects_outside']} outside their images dropped); augmentation dropped {d['objects_dropped']} of "
+             f"{d['objects_trained'] + d['objects_dropped']} object instances")  # fmt: skip
     return text
 
 
@@ -52,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: config error: {error}", file=sys.stderr)
         return 2
     try:
-        result = train(cfg, ctx, args.resume, progress=not args.no_progress)
+        result = train(cfg, ctx, args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     except SetupError as error:
         print(f"train: error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stop:
+        saved = f"work saved; continue with --resume {stop.checkpoint}" if stop.checkpoint else "nothing saved"
+        print(f"train: stopped: {stop.reason} ({saved})", file=sys.stderr)
+        return 130 if stop.reason == "interrupted" else 1
     except FloatingPointError as error:
         print(f"train: training diverged: {error}", file=sys.stderr)
         return 1

@@ -18,11 +18,11 @@ old or unknown attribute (`cfg.train.eval_top_k = 1000`, `cfg.train.epochz = 1`)
 key or the closest field.
 
 Modules: `schema` (sections, `Config`, `ConfigError`, validation), `overrides` (text -> typed values,
-`apply_overrides`), `loading` (config files, `load_config`), `renamed` (`RENAMED`).
+`apply_overrides`, `config_differences`), `loading` (config files, `load_config`), `renamed` (`RENAMED`).
 """
 
 from rotated_ddetr.config.loading import load_config, load_config_file
-from rotated_ddetr.config.overrides import apply_overrides
+from rotated_ddetr.config.overrides import apply_overrides, config_differences
 from rotated_ddetr.config.renamed import RENAMED
 from rotated_ddetr.config.schema import (
     Config,
@@ -49,6 +49,7 @@ __all__ = [
     "OutputConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_differences",
     "load_config",
     "load_config_file",
     "resolve",

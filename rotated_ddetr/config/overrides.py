@@ -96,3 +96,20 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise ConfigError(f"{key} is derived (computed after overrides), it cannot be set")
         set_value(cfg, key, parse_value(value, hint, key))
     return cfg
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two `Config.to_dict` results, as "key: old -> new" (sorted).
+
+    For messages that say why a checkpoint does not fit a config; keys only one side has show "(absent)".
+    """
+
+    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    a, b = flat(old), flat(new)
+    keys = sorted(k for k in {*a, *b} if a.get(k, "(absent)") != b.get(k, "(absent)"))
+    return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}" for k in keys]

@@ -113,6 +113,8 @@ class DataConfig(_Section):
         scale_jitter: (min, max) extra random resize factor at training.
         cache_images: keep the decoded, resized training images in memory (about 3 x H x W bytes each, per
             DataLoader process: best with `train.num_workers=0`) instead of decoding them every epoch.
+        skip_bad_images: leave out the training images that fail the up-front check (empty, unknown format,
+            truncated: `rotated_ddetr.images.probe_image`), with a warning naming them, instead of stopping.
     """
 
     train_root: str | None = None
@@ -128,6 +130,7 @@ class DataConfig(_Section):
     rotate_degrees: float = 180.0
     scale_jitter: tuple[float, float] = (1.0, 1.0)
     cache_images: bool = False
+    skip_bad_images: bool = False
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Run logs of the main process: scalars -> `log.jsonl` (one JSON object per line) and TensorBoard (`tensorboard/`).
 
-Written by the training loop on rank 0 only; other ranks get a logger that writes nothing.
+Written by the training loop on rank 0 only; other ranks get a logger that writes nothing. A resumed run marks its
+start with a "resume" record; `read_log` reads a log with the records that resume superseded left out.
 """
 
 from __future__ import annotations
@@ -56,3 +57,28 @@ class RunLogger:
             self._file.close()
             self._writer.close()
             self._file = self._writer = None
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a `log.jsonl`, without those a resumed run superseded.
+
+    A run killed after its last checkpoint has logged steps that the resumed run trains again; the resumed run
+    writes a "resume" record at its checkpoint's step s first. At each such record, the earlier records with a step
+    above s are dropped, so that every step appears once, as the run that continued logged it.
+
+    Raises:
+        ValueError: a line that is not a JSON object (the message names the file and line).
+    """
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_no}: not a JSON record ({error.msg})") from None
+            if record.get("kind") == "resume":
+                records = [r for r in records if r["step"] <= record["step"]]
+            records.append(record)
+    return records

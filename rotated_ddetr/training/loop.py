@@ -12,8 +12,10 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from rotated_ddetr.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
-from rotated_ddetr.config import Config
+from rotated_ddetr.config import Config, config_differences
 from rotated_ddetr.data.batching import collate
 from rotated_ddetr.data.dataset import DotaDataset
 from rotated_ddetr.data.transforms import Augment
@@ -37,14 +39,26 @@ from rotated_ddetr.distributed import (
 )
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.fileio import atomic_open, atomic_write_text
+from rotated_ddetr.images import ImageError
 from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.model import build_model
 from rotated_ddetr.training.logger import RunLogger
+from rotated_ddetr.training.run_folder import RunFolderError, claim_run_folder
 from rotated_ddetr.training.trainer import Trainer, build_trainer
 
 
 class SetupError(ValueError):
-    """Training cannot start: a missing or malformed dataset, or a checkpoint that does not fit (message says which)."""
+    """Training cannot start: a missing or malformed dataset, a checkpoint that does not fit, a run folder in use or
+    holding another run (the message says which)."""
+
+
+class RunStopped(RuntimeError):
+    """Training stopped early by a bad image or an interrupt, after saving its work to `checkpoint` (None under
+    torchrun, where the other processes cannot join a save)."""
+
+    def __init__(self, reason: str, checkpoint: Path | None) -> None:
+        super().__init__(reason)
+        self.reason, self.checkpoint = reason, checkpoint
 
 
 @dataclass
@@ -56,6 +70,7 @@ class TrainResult:
     stopped_early: bool
     checkpoint: Path | None
     metrics: dict | None
+    data: dict | None = None  # the "data" record of log.jsonl: images, skipped images, objects and drops
 
 
 @dataclass
@@ -75,6 +90,8 @@ class _Run:
     metrics: dict | None = None
     deadline: float | None = None  # time.monotonic() at which training stops (train.max_minutes)
     drop_time: float | None = None  # ... at which the learning rates drop (optim.lr_drop_time), until done
+    objects: int = 0  # object instances trained on (after augmentation) by this process in this call
+    objects_dropped: int = 0  # ... removed by augmentation (centre moved outside the image)
 
 
 def _seed(seed: int) -> None:
@@ -93,8 +110,8 @@ def _dataset(cfg: Config) -> DotaDataset:
                       scale_jitter=d.scale_jitter)  # fmt: skip
     try:
         return DotaDataset(d.train_root, d.classes, d.drop_difficult, d.keep_empty, d.scale, augment, cfg.train.seed,
-                           cache=d.cache_images)  # fmt: skip
-    except (OSError, ValueError) as error:
+                           cache=d.cache_images, skip_bad_images=d.skip_bad_images)  # fmt: skip
+    except (OSError, ValueError) as error:  # ImageError and DotaFormatError are ValueErrors naming the file
         raise SetupError(f"training data: {error}") from error
 
 
@@ -114,9 +131,32 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
     _seed(t.seed + 1 + ctx.rank)  # dropout etc. differ between ranks
     if resume is not None:
         _restore(run, resume)
+        # Records after the checkpoint's step that a killed run logged are superseded from here (`logger.read_log`).
+        run.logger.log("resume", run.step, {"epoch": run.epoch, "batches_done": run.batches_done, "from": str(resume)})
+    run.logger.log("data", run.step, _data_record(dataset))
     if ctx.is_main:
         atomic_write_text(output / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     return run
+
+
+def _data_record(dataset: DotaDataset) -> dict:
+    """What the dataset holds and left out: images, unreadable images skipped, objects, objects outside images."""
+    return {"images": len(dataset), "skipped_images": [str(p) for p in dataset.skipped_images],
+            "objects": dataset.num_objects, "objects_outside": sum(dataset.outside.values())}  # fmt: skip
+
+
+def _claim_output(cfg: Config, ctx: DistContext, resuming: bool, overwrite: bool):
+    """The run folder's lock, taken by the main process (`run_folder.claim_run_folder`); every process raises
+    SetupError when it fails."""
+    lock, problem = None, None
+    if ctx.is_main:
+        try:
+            lock = claim_run_folder(cfg.output.dir, resuming, overwrite)
+        except (RunFolderError, OSError) as error:
+            problem = error
+    if any_process(problem is not None, ctx):
+        raise SetupError(f"output.dir: {problem}" if problem else "the main process could not claim output.dir")
+    return lock
 
 
 def _restore(run: _Run, path: str | os.PathLike) -> None:
@@ -127,13 +167,22 @@ def _restore(run: _Run, path: str | os.PathLike) -> None:
             raise ValueError(f"{path}: trained for classes {state['classes']}, the config has {run.cfg.data.classes}")
         if state["optimizer"] is None:
             raise ValueError(f"{path}: holds no optimiser state, it cannot be resumed")
-        unwrap(run.trainer.model).load_state_dict(state["model"])
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError) as error:
         raise SetupError(f"--resume: {error}") from error
-    run.trainer.optimizer.load_state_dict(state["optimizer"])
-    run.trainer.scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"] is not None:
-        run.trainer.scaler.load_state_dict(state["scaler"])
+    try:
+        unwrap(run.trainer.model).load_state_dict(state["model"])
+        run.trainer.optimizer.load_state_dict(state["optimizer"])
+        run.trainer.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"] is not None:
+            run.trainer.scaler.load_state_dict(state["scaler"])
+    except (ValueError, RuntimeError, KeyError) as error:
+        first = str(error).strip().splitlines()[0]
+        changed = config_differences(state["config"], run.cfg.to_dict())
+        detail = "; ".join(changed[:8]) + ("; ..." if len(changed) > 8 else "") if changed else "none"
+        raise SetupError(
+            f"--resume {path}: the training state does not fit this config ({first}). Resuming needs the config the "
+            f"checkpoint was trained with; what differs (checkpoint -> now): {detail}"
+        ) from None
     run.epoch, run.step, run.batches_done = state["epoch"], state["step"], state.get("batches_done", 0)
     if run.ctx.is_main:
         set_rng_state(state["rng"])
@@ -211,6 +260,8 @@ def _train_epoch(run: _Run, bar: tqdm) -> bool:
     for batch in _loader(run):
         values = run.trainer.step(batch)
         run.step, run.batches_done = run.step + 1, run.batches_done + 1
+        run.objects += sum(len(target) for target in batch.targets)
+        run.objects_dropped += sum(target.num_dropped for target in batch.targets)
         images_since += len(batch)
         bar.update(1)
         bar.set_postfix(epoch=run.epoch + 1, loss=f"{values['loss']:.3f}")
@@ -230,7 +281,13 @@ def _train_epoch(run: _Run, bar: tqdm) -> bool:
     return False
 
 
-def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+def train(
+    cfg: Config,
+    ctx: DistContext,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
     """Trains the detector of a resolved config; see the module docstring.
 
     Args:
@@ -238,13 +295,31 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
         ctx: the process's place in the job (`rotated_ddetr.distributed.init_distributed`).
         resume: a checkpoint to continue from exactly (counters, optimiser, schedule, RNG, data position).
         progress: show a tqdm bar (main process only).
+        overwrite: replace the files of an earlier run found in `output.dir` (without it, or `resume`, such a folder
+            is refused: `run_folder.claim_run_folder`).
 
     Returns:
         A `TrainResult`. A budget running out (`train.max_minutes`, counted from this call, or `train.max_steps`) is
         a normal end.
+
+    Raises:
+        SetupError: before any training (data, model, checkpoint, run folder).
+        RunStopped: an image that does not decode, or Ctrl-C, stopped the run; its work was saved first (in a
+            single process) to `checkpoint_last.pth`, so `--resume` continues it.
     """
     start = time.monotonic()
-    run = _setup(cfg, ctx, resume)
+    lock = _claim_output(cfg, ctx, resume is not None, overwrite)
+    try:
+        run = _setup(cfg, ctx, resume)
+        return _run(run, start, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(run: _Run, start: float, progress: bool) -> TrainResult:
+    """The epochs of `train`; saves the work done when a bad image or an interrupt stops them."""
+    cfg, ctx = run.cfg, run.ctx
     t = cfg.train
     if t.max_minutes is not None:
         run.deadline = start + 60.0 * t.max_minutes
@@ -266,11 +341,36 @@ def train(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None = None
                 break
             run.epoch, run.batches_done = run.epoch + 1, 0
             checkpoint = _save(run, end_of_epoch=True)
-            run.logger.log("epoch", run.step, {"epoch": run.epoch, "minutes": (time.monotonic() - start) / 60})
+            minutes = (time.monotonic() - start) / 60
+            counts = {"objects": run.objects, "objects_dropped": run.objects_dropped}
+            run.logger.log("epoch", run.step, {"epoch": run.epoch, "minutes": minutes, **counts})
             due = cfg.eval.every and run.epoch % cfg.eval.every == 0
             if cfg.data.val_root is not None and not stopped and (due or run.epoch == t.epochs):
                 _evaluate(run)
+    except (ImageError, KeyboardInterrupt) as error:
+        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else _last_line(error)
+        saved = _save(run, end_of_epoch=False) if ctx.world_size == 1 else None
+        run.logger.log("stop", run.step, {"epoch": run.epoch, "batches_done": run.batches_done, "reason": reason})
+        raise RunStopped(reason, saved) from None
     finally:
         bar.close()
         run.logger.close()
-    return TrainResult(run.epoch, run.step, stopped, checkpoint, run.metrics)
+    return TrainResult(run.epoch, run.step, stopped, checkpoint, run.metrics, _data_summary(run))
+
+
+def _data_summary(run: _Run) -> dict:
+    """The data record with the objects this call trained on and the ones augmentation dropped (a warning when
+    augmentation dropped most of them)."""
+    if run.objects_dropped > run.objects:
+        warnings.warn(f"augmentation dropped {run.objects_dropped} of {run.objects + run.objects_dropped} objects "
+                      "(centres rotated or scaled out of the image): check data.rotate and data.scale_jitter",
+                      stacklevel=3)  # fmt: skip
+    return {**_data_record(run.dataset), "objects_trained": run.objects, "objects_dropped": run.objects_dropped}
+
+
+def _last_line(error: BaseException) -> str:
+    """The message of an error, without the worker traceback a DataLoader puts in front of an error it re-raises."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return re.sub(r"^[\w.]+: ", "", lines[-1])
+    return lines[0] if lines else type(error).__name__
