@@ -8,7 +8,7 @@ Image sizes are (height, width) everywhere; positions are (left, up) = (x, y) of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 _RESAMPLE_MARGIN = 3  # source pixels read around a window at rates != 1: bicubic needs 2 neighbours each side
@@ -37,6 +37,31 @@ def parse_tile_name(name: str) -> tuple[str, float, int, int]:
         return image, float(rate), int(left), int(up)
     except ValueError:
         raise ValueError(f"{name!r} is not a tile name {{image}}__{{rate}}__{{left}}___{{up}}") from None
+
+
+def check_tiling(tile_size: int, gap: int, rates: Sequence[float], names: Mapping[str, str] | None = None) -> None:
+    """Refuses a tiling before any work: ValueError unless tile_size >= 1, 0 <= gap < tile_size and `rates` holds at
+    least one number, each finite and > 0.
+
+    The one check of these options, for `plan_tiles` (tiled inference) and `data.split.SplitOptions` (the split tool)
+    alike. A tile of one pixel is geometrically valid; below that, or with a gap of a whole tile, windows never step.
+
+    Args:
+        tile_size, gap, rates: as `plan_tiles`.
+        names: how messages name each option, by parameter name; a tool passes its flags
+            ({"tile_size": "--tile-size", ...}). Default: the parameter names.
+
+    Raises:
+        ValueError: one line naming the first bad option and its value.
+    """
+    name = {"tile_size": "tile_size", "gap": "gap", "rates": "rates", **(names or {})}
+    if not tile_size >= 1:
+        raise ValueError(f"{name['tile_size']} must be >= 1, got {tile_size}")
+    if not 0 <= gap < tile_size:
+        raise ValueError(f"{name['gap']} must be in [0, {name['tile_size']}), got {gap}")
+    bad = [rate for rate in rates if not (math.isfinite(rate) and rate > 0)]
+    if bad or not len(rates):
+        raise ValueError(f"{name['rates']} must be finite numbers > 0, got {' '.join(map(str, bad)) or 'none'}")
 
 
 def tile_windows(image_size: tuple[int, int], tile_size: int, gap: int) -> list[tuple[int, int]]:
@@ -107,11 +132,11 @@ def plan_tiles(
 
     Returns:
         The tiles, rate by rate.
+
+    Raises:
+        ValueError: options out of range (`check_tiling`).
     """
-    if tile_size <= 0 or not 0 <= gap < tile_size:
-        raise ValueError(f"need tile_size > 0 and 0 <= gap < tile_size, got {tile_size} and {gap}")
-    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
-        raise ValueError(f"rates must be positive numbers, got {tuple(rates)}")
+    check_tiling(tile_size, gap, rates)
     tiles = []
     for rate in rates:
         scaled_h, scaled_w = scaled = resized_size(image_size, float(rate))

@@ -99,6 +99,7 @@ def test_override_value_types():
         ("data.drop_difficult=3", "drop_difficult"),
         ("train.max_minutes=0", "max_minutes"),
         ("data.hflip=1.5", "probabilities"),
+        ("eval.score_threshold=1.5", r"eval.score_threshold must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_range_errors(override, message):

@@ -4,7 +4,15 @@ sizes round half to even (as cv2.resize) and never reach 0, source windows hold 
 import numpy as np
 import pytest
 
-from rotated_ddetr.tiles import Tile, parse_tile_name, plan_tiles, resized_size, source_window, tile_windows
+from rotated_ddetr.tiles import (
+    Tile,
+    check_tiling,
+    parse_tile_name,
+    plan_tiles,
+    resized_size,
+    source_window,
+    tile_windows,
+)
 
 SIZES = [(1111, 1182), (3000, 700), (700, 3000), (1024, 1024), (1025, 2049), (300, 200), (4096, 4096)]
 RATES = [0.5, 1.0, 1.5, 0.3]
@@ -43,6 +51,27 @@ def test_multi_rate_plan_is_rate_by_rate():
         plan_tiles((100, 100), 512, 512)
     with pytest.raises(ValueError, match="rates"):
         plan_tiles((100, 100), 512, 100, (0.0,))
+
+
+@pytest.mark.parametrize(
+    "tile_size, gap, rates, message",
+    [
+        (0, 0, (1.0,), "tile_size must be >= 1, got 0"),
+        (512, 512, (1.0,), r"gap must be in \[0, tile_size\), got 512"),
+        (512, -1, (1.0,), r"gap must be in \[0, tile_size\), got -1"),
+        (512, 100, (1.0, 0.0, -2.0), "rates must be finite numbers > 0, got 0.0 -2.0"),
+        (512, 100, (float("nan"),), "rates must be finite numbers > 0, got nan"),
+        (512, 100, (float("inf"),), "rates must be finite numbers > 0, got inf"),
+        (512, 100, (), "rates must be finite numbers > 0, got none"),
+    ],
+)
+def test_check_tiling_names_the_option(tile_size, gap, rates, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        plan_tiles((100, 100), tile_size, gap, rates)
+    flags = {"tile_size": "--tile-size", "gap": "--gap", "rates": "--rates"}
+    with pytest.raises(ValueError, match=message.replace("tile_size", "--tile-size").replace("gap", "--gap")):
+        check_tiling(tile_size, gap, rates, flags)
+    check_tiling(1, 0, (1e-3, 4.0))  # the smallest tiling accepted
 
 
 def test_resized_size_rounds_half_to_even_and_keeps_a_pixel():

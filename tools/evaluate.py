@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from rotated_ddetr.evaluation import eval_dota  # noqa: E402
-from rotated_ddetr.evaluation.dota_map import METRICS  # noqa: E402
+from rotated_ddetr.evaluation.dota_map import METRICS, check_iou_threshold  # noqa: E402
 from rotated_ddetr.evaluation.report import format_table  # noqa: E402
 from rotated_ddetr.fileio import atomic_write_text  # noqa: E402
 
@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--imageset", help="file with one image name per line (default: every label file)")
     parser.add_argument("--metric", choices=METRICS, default="voc07", help="11-point VOC07 (default) or area")
     parser.add_argument("--iou-threshold", "--iou-thr", type=float, default=0.5,
-                        help="IoU a true positive must exceed (default 0.5)")  # fmt: skip
+                        help="IoU a true positive must exceed, in [0, 1) (default 0.5)")  # fmt: skip
     parser.add_argument("--json", metavar="OUT", help="also write the full result as JSON here")
     return parser.parse_args(argv)
 
@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_iou_threshold(args.iou_threshold, "--iou-threshold")  # before any file is read
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = eval_dota(

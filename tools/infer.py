@@ -19,10 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rotated_ddetr.checkpoint import CheckpointError  # noqa: E402
 from rotated_ddetr.distributed import barrier, init_inference, shutdown_distributed  # noqa: E402
-from rotated_ddetr.inference.predictor import Predictor, predict_scenes  # noqa: E402
+from rotated_ddetr.inference.predictor import Predictor, check_tiled_options, predict_scenes  # noqa: E402
 from rotated_ddetr.inference.scenes import SceneError, list_scenes  # noqa: E402
 from rotated_ddetr.inference.writers import FORMATS, assemble_task1  # noqa: E402
 from rotated_ddetr.structures import AMP_MODES  # noqa: E402
+
+# `tiled_predict`'s options -> their flags, for the messages of `check_tiled_options`.
+FLAGS = {"tile_size": "--tile-size", "gap": "--gap", "rates": "--rates", "batch_size": "--batch-size",
+         "nms_iou": "--nms-iou", "score_threshold": "--score-threshold", "max_detections": "--max-dets"}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0], help="scene scales to tile (default 1.0)")
     parser.add_argument("--score-threshold", "--score-thr", type=float, default=0.05,
                         help="minimum detection score (default 0.05)")  # fmt: skip
-    parser.add_argument("--nms-iou", type=float, default=0.1, help="IoU threshold of the tile merge (default 0.1)")
-    parser.add_argument("--max-dets", type=int, default=10000, help="detections kept per scene (default 10000)")
+    parser.add_argument("--nms-iou", type=float, default=0.1,
+                        help="IoU threshold of the tile merge, in [0, 1]: 0 drops any overlapping box, 1 none "
+                        "(default 0.1)")  # fmt: skip
+    parser.add_argument("--max-dets", type=int, default=10000, help="detections kept per scene, >= 1 (default 10000)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per model call (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--amp", choices=AMP_MODES, default="auto",
@@ -55,10 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    options = dict(tile_size=args.tile_size, gap=args.gap, rates=tuple(args.rates), batch_size=args.batch_size,
+                   nms_iou=args.nms_iou, score_threshold=args.score_threshold,
+                   max_detections=args.max_dets)  # fmt: skip
     try:
-        ctx = init_inference(args.device)
         if set(formats) - set(FORMATS):
             raise ValueError(f"--formats: unknown {sorted(set(formats) - set(FORMATS))}; expected {FORMATS}")
+        check_tiled_options(**options, names=FLAGS)  # before any work: no process group, scene or checkpoint yet
+        ctx = init_inference(args.device)
         scenes = list_scenes(args.inputs)
         predictor = Predictor.from_checkpoint(
             args.checkpoint, ctx.device, args.amp, score_threshold=args.score_threshold
@@ -66,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SceneError, CheckpointError, OSError, ValueError) as error:
         print(f"infer: error: {error}", file=sys.stderr)
         return 1
-    options = dict(tile_size=args.tile_size, gap=args.gap, rates=tuple(args.rates), batch_size=args.batch_size,
-                   nms_iou=args.nms_iou, score_threshold=args.score_threshold,
-                   max_detections=args.max_dets)  # fmt: skip
     raster_options = {"bands": args.bands} if args.bands else {}
     mine = scenes[ctx.rank :: ctx.world_size]
     report = predict_scenes(mine, predictor, args.out, predictor.classes, formats=formats, progress=not args.quiet,

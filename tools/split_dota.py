@@ -18,10 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rotated_ddetr.data.split import PRESETS, SplitOptions, split_dataset  # noqa: E402
+from rotated_ddetr.data.split import PRESETS, SplitOptions, check_split_options, split_dataset  # noqa: E402
 
 DEFAULT_GAP = 200
 DEFAULT_RATES = (1.0,)
+FLAGS = {"tile_size": "--tile-size", "gap": "--gap", "rates": "--rates", "thresh": "--thresh", "workers": "--workers"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
     parser.add_argument("--gap", type=int, default=None, help=f"tile overlap in pixels (default {DEFAULT_GAP})")
     parser.add_argument("--rates", type=float, nargs="+", default=None, help="resize rates (default 1.0)")
-    parser.add_argument("--thresh", type=float, default=0.7, help="cut objects with less inside are difficult 2")
+    parser.add_argument("--thresh", type=float, default=0.7, help="cut objects with less inside are difficult 2 (0..1)")
     parser.add_argument(
         "--pad",
         action=argparse.BooleanOptionalAction,
@@ -45,16 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="zero-pad edge tiles to tile-size (default on, as the devkit)",
     )
     parser.add_argument("--skip-empty", action="store_true", help="write no tile without objects")
-    parser.add_argument("--workers", type=int, default=1, help="processes (one image each at a time)")
+    parser.add_argument("--workers", type=int, default=1, help="processes, >= 1 (one image each at a time)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
 def build_options(args: argparse.Namespace) -> SplitOptions:
-    """SplitOptions from the arguments: explicit --gap / --rates, else the preset's, else the defaults."""
+    """SplitOptions from the arguments: explicit --gap / --rates, else the preset's, else the defaults.
+
+    Raises:
+        ValueError: a value out of range, named by its flag (`check_split_options`; --workers too).
+    """
     preset = PRESETS.get(args.preset, {})
     gap = args.gap if args.gap is not None else preset.get("gap", DEFAULT_GAP)
     rates = tuple(args.rates) if args.rates is not None else preset.get("rates", DEFAULT_RATES)
+    check_split_options(args.tile_size, gap, rates, args.thresh, args.workers, names=FLAGS)
     return SplitOptions(
         tile_size=args.tile_size, gap=gap, rates=rates, thresh=args.thresh, pad=args.pad, skip_empty=args.skip_empty
     )

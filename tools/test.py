@@ -24,7 +24,10 @@ from rotated_ddetr.distributed import resolve_device  # noqa: E402
 from rotated_ddetr.evaluation import eval_dota, format_table  # noqa: E402
 from rotated_ddetr.fileio import atomic_write_text  # noqa: E402
 from rotated_ddetr.inference import Predictor, predict_folder  # noqa: E402
+from rotated_ddetr.inference.postprocess import check_postprocess_options  # noqa: E402
 from rotated_ddetr.structures import AMP_MODES  # noqa: E402
+
+FLAGS = {"top_k": "--top-k", "score_threshold": "--score-threshold", "nms_iou": "--nms-iou"}  # messages' names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,11 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.batch_size < 1 or args.workers < 0:
-            raise ValueError("--batch-size must be >= 1 and --workers >= 0")
-        if args.nms_iou is not None and not 0 <= args.nms_iou < 1:
-            raise ValueError(f"--nms-iou must be in [0, 1), got {args.nms_iou}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {args.workers}")
         given = {"top_k": args.top_k, "score_threshold": args.score_threshold, "nms_iou": args.nms_iou}
+        check_postprocess_options(**given, names=FLAGS)  # before the checkpoint loads; None: the config's
         options = {key: value for key, value in given.items() if value is not None}  # the others: the config's
         predictor = Predictor.from_checkpoint(args.checkpoint, resolve_device(args.device), args.amp, **options)
         image_files(args.data)  # fails early on a missing or empty folder

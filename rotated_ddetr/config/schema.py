@@ -408,6 +408,7 @@ def _validate(cfg: Config) -> None:
         (0.0 <= o.lr_drop_time < 1.0, f"optim.lr_drop_time must be in [0, 1), got {o.lr_drop_time}"),
         (e.every >= 0, f"eval.every must be >= 0, got {e.every}"),
         (e.top_k >= 1, f"eval.top_k must be >= 1, got {e.top_k}"),
+        (0.0 <= e.score_threshold <= 1.0, f"eval.score_threshold must be in [0, 1], got {e.score_threshold}"),
         (0.0 <= e.nms_iou < 1.0, f"eval.nms_iou must be in [0, 1), got {e.nms_iou}"),
         (out.log_every >= 1 and out.keep_last >= 0, "output.log_every >= 1 and output.keep_last >= 0"),
     ]  # fmt: skip

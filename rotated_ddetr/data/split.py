@@ -33,6 +33,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,13 +49,39 @@ from rotated_ddetr.data.dataset import image_files
 from rotated_ddetr.data.dota import DotaLabels, read_dota_labels, write_dota_labels
 from rotated_ddetr.fileio import atomic_write_bytes
 from rotated_ddetr.images import ImageError, check_images, read_image
-from rotated_ddetr.tiles import tile_name, tile_windows
+from rotated_ddetr.tiles import check_tiling, tile_name, tile_windows
 
 # The presets users know from mmrotate's DOTA configs: single scale and multi scale.
 PRESETS: dict[str, dict] = {
     "ss": {"rates": (1.0,), "gap": 200},
     "ms": {"rates": (0.5, 1.0, 1.5), "gap": 500},
 }
+
+
+def check_split_options(
+    tile_size: int,
+    gap: int,
+    rates: Sequence[float],
+    thresh: float,
+    workers: int = 1,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Refuses split options before any work: the tiling (`tiles.check_tiling`), thresh in [0, 1], workers >= 1.
+
+    Args:
+        tile_size, gap, rates, thresh: as `SplitOptions`.
+        workers: as `split_dataset`.
+        names: how messages name each option, by parameter name; a tool passes its flags ({"gap": "--gap", ...}).
+
+    Raises:
+        ValueError: one line naming the first bad option and its value.
+    """
+    name = {"thresh": "thresh", "workers": "workers", **(names or {})}
+    check_tiling(tile_size, gap, rates, names)
+    if not 0 <= thresh <= 1:
+        raise ValueError(f"{name['thresh']} must be in [0, 1], got {thresh}")
+    if not workers >= 1:
+        raise ValueError(f"{name['workers']} must be >= 1, got {workers}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,9 @@ class SplitOptions:
         pad: zero-pad edge tiles (and images smaller than a tile) to `tile_size` x `tile_size`.
         skip_empty: write neither image nor label file for a tile without objects.
         choose_best_point: rotate a cut polygon's points to best fit the original's (the devkit's default).
+
+    Raises:
+        ValueError: a value out of range (`check_split_options`).
     """
 
     tile_size: int = 1024
@@ -80,10 +110,7 @@ class SplitOptions:
     choose_best_point: bool = True
 
     def __post_init__(self) -> None:
-        if self.tile_size <= 0 or not 0 <= self.gap < self.tile_size:
-            raise ValueError(f"need tile_size > 0 and 0 <= gap < tile_size, got {self.tile_size} and {self.gap}")
-        if not self.rates or any(not (math.isfinite(r) and r > 0) for r in self.rates):
-            raise ValueError(f"rates must be positive numbers, got {self.rates}")
+        check_split_options(self.tile_size, self.gap, self.rates, self.thresh)
 
 
 @dataclass
@@ -293,7 +320,7 @@ def split_dataset(
         src: dataset root holding `images/` and (optionally) `labelTxt/`.
         dst: output root; created when missing. Tiles already there (image and label) are kept as they are.
         options: how to split.
-        workers: processes (1 splits in this process).
+        workers: processes (1 splits in this process); >= 1.
         progress: show a tqdm progress bar over images.
         skip_bad_images: leave out (and count in `bad_images`) the images that `images.check_images` refuses before
             the split starts, and those that then fail to decode, instead of stopping at the first.
@@ -302,8 +329,10 @@ def split_dataset(
         The summed counts.
 
     Raises:
+        ValueError: workers < 1 (before anything is read or created) or a bad layout.
         ImageError: a bad image (unless `skip_bad_images`); every image is probed before any tile is written.
     """
+    check_split_options(options.tile_size, options.gap, options.rates, options.thresh, workers)
     src, dst = Path(src), Path(dst)
     paths, bad, _ = check_images(image_files(src), skip_bad_images)
     (dst / "images").mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,17 @@ def _score_classes(names: list[str], g: dict, d: dict, above: np.ndarray, gt_id:
     return result
 
 
+def check_iou_threshold(iou_threshold: float, name: str = "iou_threshold") -> None:
+    """Refuses an evaluation IoU threshold outside [0, 1) before any file is read: a true positive must exceed it, so
+    at 1 none could; 0 counts any overlap. `name` is how the message names it (a tool passes its flag).
+
+    Raises:
+        ValueError: one line naming the threshold and its value.
+    """
+    if not 0.0 <= iou_threshold < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {iou_threshold}")
+
+
 def eval_dota(
     dets: str | os.PathLike | Mapping[str, Task1Detections],
     labels: str | os.PathLike | Mapping[str, DotaLabels],
@@ -212,8 +223,7 @@ def eval_dota(
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
     iou_threshold = iou_threshold if iou_thr is None else iou_thr
-    if not 0.0 <= iou_threshold < 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
+    check_iou_threshold(iou_threshold)
     gt = load_ground_truth(labels, imageset)
     det_sets = read_task1(dets) if not isinstance(dets, Mapping) else dict(dets)
     if not det_sets:

@@ -9,6 +9,8 @@ quadratic cost over a whole scene.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
@@ -148,6 +150,30 @@ def _covered_cut(rboxes: torch.Tensor, labels: torch.Tensor, cut: torch.Tensor, 
     return covered
 
 
+def check_merge_options(
+    iou_threshold: float, max_detections: int | None, names: Mapping[str, str] | None = None
+) -> None:
+    """Refuses merge options before any work: iou_threshold in [0, 1], max_detections >= 1 or None.
+
+    An IoU threshold of 0 suppresses every box overlapping a better one of its class at all (not "no merge"); 1
+    suppresses none (cut views covered by a whole box are still dropped, see `merge_detections`). A cap of 0 would
+    return nothing, which no caller means (some tools read 0 as "no cap"): None is the way to ask for no cap.
+
+    Args:
+        iou_threshold, max_detections: as `merge_detections`.
+        names: how messages name each option, by parameter name; a caller passes its own names
+            ({"iou_threshold": "--nms-iou", "max_detections": "--max-dets"}). Default: the parameter names.
+
+    Raises:
+        ValueError: one line naming the first bad option and its value.
+    """
+    name = {"iou_threshold": "iou_threshold", "max_detections": "max_detections", **(names or {})}
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"{name['iou_threshold']} must be in [0, 1], got {iou_threshold}")
+    if max_detections is not None and not max_detections >= 1:
+        raise ValueError(f"{name['max_detections']} must be >= 1, got {max_detections}")
+
+
 def merge_detections(
     detections: list[Detections],
     cut: list[torch.Tensor] | None = None,
@@ -166,15 +192,21 @@ def merge_detections(
     Args:
         detections: per tile, scene-pixel `Detections` (e.g. from `tile_to_scene`).
         cut: per tile, (K_t,) bool from `touches_inner_edge`; None: no box is cut.
-        iou_threshold: NMS IoU threshold (0.1 as the DOTA toolkits' merge).
+        iou_threshold: NMS IoU threshold in [0, 1] (0.1 as the DOTA toolkits' merge): a box overlapping a kept one of
+            its class by more is dropped.
         prefer_whole: prefer the tile where an object is not cut (see above).
         cover_threshold: share of a cut box's area inside an uncut box that drops it. A corner piece of a diagonal
             object is a triangle whose box is about half outside the object, hence well below 0.5.
-        max_detections: keep at most this many (the highest scores); None: no cap.
+        max_detections: keep at most this many (the highest scores), >= 1; None: no cap.
 
     Returns:
         The scene's `Detections` by decreasing score: rboxes (K, 5) float32 canonical scene pixels, scores, labels.
+
+    Raises:
+        ValueError: iou_threshold outside [0, 1] or max_detections < 1 (`check_merge_options`), even with no
+            detections.
     """
+    check_merge_options(iou_threshold, max_detections)
     if not detections:
         return empty_detections()
     rboxes = torch.cat([d.rboxes for d in detections]).float()

@@ -3,6 +3,7 @@
 Runs after the detector at inference; tiled inference then shifts, merges and NMS-es these per-tile detections.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,32 @@ class Detections:
     labels: torch.Tensor
 
 
+def check_postprocess_options(
+    top_k: int | None = None,
+    score_threshold: float | None = None,
+    nms_iou: float | None = None,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Refuses post-processing options before any work: top_k >= 1, score_threshold in [0, 1] (scores are sigmoids:
+    above 1 would silently drop everything), nms_iou in [0, 1) (0 = no NMS; 1 would suppress nothing either). None
+    skips an option (a caller that leaves it to the config).
+
+    Args:
+        top_k, score_threshold, nms_iou: as `postprocess`.
+        names: how messages name each option, by parameter name; a tool passes its flags ({"top_k": "--top-k"}).
+
+    Raises:
+        ValueError: one line naming the first bad option and its value.
+    """
+    name = {"top_k": "top_k", "score_threshold": "score_threshold", "nms_iou": "nms_iou", **(names or {})}
+    if top_k is not None and not top_k >= 1:
+        raise ValueError(f"{name['top_k']} must be >= 1, got {top_k}")
+    if score_threshold is not None and not 0 <= score_threshold <= 1:
+        raise ValueError(f"{name['score_threshold']} must be in [0, 1], got {score_threshold}")
+    if nms_iou is not None and not 0 <= nms_iou < 1:
+        raise ValueError(f"{name['nms_iou']} must be in [0, 1), got {nms_iou}")
+
+
 @torch.no_grad()
 def postprocess(
     outputs: DetectorOutput,
@@ -44,14 +71,19 @@ def postprocess(
         outputs: the detector's output.
         image_sizes: (B, 2) (height, width) to scale the normalised rboxes to; defaults to `outputs.image_sizes`, the
             valid area the model saw. Only an isotropic rescaling of that size keeps rotated boxes exact.
-        top_k: candidates kept per image before thresholding (capped at Q * C). DOTA tiles hold hundreds of objects.
-        score_threshold: minimum score kept.
+        top_k: candidates kept per image before thresholding (capped at Q * C), >= 1. DOTA tiles hold hundreds of
+            objects.
+        score_threshold: minimum score kept, in [0, 1].
         nms_iou: class-wise rotated NMS of the kept detections at this IoU (0 = none). A converged one-to-one
             decoder needs none; a briefly trained one still marks some objects twice.
 
     Returns:
         One `Detections` per image, sorted by decreasing score.
+
+    Raises:
+        ValueError: an option out of range (`check_postprocess_options`).
     """
+    check_postprocess_options(top_k, score_threshold, nms_iou)
     logits, rboxes = outputs.logits[-1], outputs.rboxes[-1]  # (B, Q, C), (B, Q, 5)
     sizes = outputs.image_sizes if image_sizes is None else image_sizes
     b, q, c = logits.shape

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,15 +22,47 @@ from rotated_ddetr.checkpoint import load_model
 from rotated_ddetr.config import Config
 from rotated_ddetr.data.batching import pad_images
 from rotated_ddetr.data.transforms import resize_image
-from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
-from rotated_ddetr.inference.postprocess import Detections, postprocess
+from rotated_ddetr.inference.merge import check_merge_options, merge_detections, tile_to_scene, touches_inner_edge
+from rotated_ddetr.inference.postprocess import Detections, check_postprocess_options, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
 from rotated_ddetr.inference.tiling import prefetch_batches
 from rotated_ddetr.inference.writers import scene_result_path, to_scene_result, write_scene_outputs
 from rotated_ddetr.structures import autocast_dtype
-from rotated_ddetr.tiles import plan_tiles
+from rotated_ddetr.tiles import check_tiling, plan_tiles
 
 PredictTiles = Callable[[list[np.ndarray]], Sequence[Detections]]
+
+
+def check_tiled_options(
+    *,
+    tile_size: int,
+    gap: int,
+    rates: Sequence[float],
+    batch_size: int,
+    nms_iou: float,
+    score_threshold: float,
+    max_detections: int | None,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Refuses `tiled_predict` options before any work, with each stage's own check: the tiling
+    (`tiles.check_tiling`), batch_size >= 1, score_threshold in [0, 1] (`check_postprocess_options`), nms_iou in
+    [0, 1] and max_detections >= 1 or None (`merge.check_merge_options`: nms_iou is the merge's IoU threshold).
+
+    Args:
+        tile_size, gap, rates, batch_size, nms_iou, score_threshold, max_detections: as `tiled_predict`.
+        names: how messages name each option, by `tiled_predict`'s parameter names; a tool passes its flags
+            ({"max_detections": "--max-dets", ...}). Default: the parameter names.
+
+    Raises:
+        ValueError: one line naming the first bad option and its value.
+    """
+    name = {key: key for key in ("batch_size", "nms_iou", "score_threshold", "max_detections")} | dict(names or {})
+    check_tiling(tile_size, gap, rates, names)
+    if not batch_size >= 1:
+        raise ValueError(f"{name['batch_size']} must be >= 1, got {batch_size}")
+    check_postprocess_options(score_threshold=score_threshold, names=names)
+    merge_names = {"iou_threshold": name["nms_iou"], "max_detections": name["max_detections"]}
+    check_merge_options(nms_iou, max_detections, merge_names)
 
 
 def tiled_predict(
@@ -55,15 +87,16 @@ def tiled_predict(
             window, see `scenes.RasterScene`) or an open `SceneReader` (left open).
         predict_tiles: list of (h, w, 3) uint8 RGB tiles -> one `Detections` per tile in that tile's pixels. Edge
             tiles can be smaller than `tile_size`; at rate 1 a tile is exactly the scene's pixels.
-        tile_size: tile side in pixels of the resized scene.
-        gap: overlap of neighbouring tiles in pixels; tiles step by `tile_size - gap`.
-        rates: scales at which the scene is tiled (0.5 halves it); detections of all rates are merged.
-        batch_size: tiles per `predict_tiles` call.
-        nms_iou: class-wise rotated NMS IoU threshold of the merge (0.1 as the DOTA toolkits).
-        score_threshold: tile detections scoring below this are dropped before merging.
+        tile_size: tile side in pixels of the resized scene, >= 1.
+        gap: overlap of neighbouring tiles in pixels, in [0, tile_size); tiles step by `tile_size - gap`.
+        rates: scales at which the scene is tiled (0.5 halves it), finite and > 0; detections of all rates are merged.
+        batch_size: tiles per `predict_tiles` call, >= 1.
+        nms_iou: class-wise rotated NMS IoU threshold of the merge, in [0, 1] (0.1 as the DOTA toolkits; 0 drops
+            every box overlapping a better one of its class at all, 1 none).
+        score_threshold: tile detections scoring below this are dropped before merging, in [0, 1].
         prefer_whole: prefer a tile where an object is not cut by a tile edge (see `merge_detections`).
         edge_margin: distance in tile pixels within which a box counts as touching an inner tile edge.
-        max_detections: cap on the scene's detections (highest scores kept); None: no cap.
+        max_detections: cap on the scene's detections (highest scores kept), >= 1; None: no cap.
         progress: show a tqdm progress bar over the scene's tiles.
 
     Returns:
@@ -71,8 +104,11 @@ def tiled_predict(
 
     Raises:
         SceneError: the scene cannot be opened or a window cannot be read (message names the file).
-        ValueError: `predict_tiles` returned a wrong number of results.
+        ValueError: an option out of range (`check_tiled_options`, before the scene is opened), or `predict_tiles`
+            returned a wrong number of results.
     """
+    check_tiled_options(tile_size=tile_size, gap=gap, rates=rates, batch_size=batch_size, nms_iou=nms_iou,
+                        score_threshold=score_threshold, max_detections=max_detections)  # fmt: skip
     with contextlib.ExitStack() as stack:
         reader = image if isinstance(image, SceneReader) else stack.enter_context(open_scene(image))
         tiles = plan_tiles(reader.image_size, tile_size, gap, rates)
@@ -164,6 +200,10 @@ class Predictor:
         top_k: candidates kept per tile by `postprocess`.
         score_threshold: minimum score kept per tile.
         nms_iou: class-wise rotated NMS IoU per tile in `postprocess` (0 = none).
+
+    Raises:
+        ValueError: an unknown `amp` mode, or top_k, score_threshold or nms_iou out of range
+            (`postprocess.check_postprocess_options`).
     """
 
     def __init__(
@@ -181,6 +221,7 @@ class Predictor:
         self.model, self.classes, self.scale = model.eval(), tuple(classes), float(scale)
         self.device, self.amp = torch.device(device), amp
         self.amp_dtype = autocast_dtype(amp, self.device)  # ValueError for an unknown mode
+        check_postprocess_options(top_k, score_threshold, nms_iou)
         self.top_k, self.score_threshold, self.nms_iou = top_k, score_threshold, nms_iou
 
     @classmethod

@@ -188,7 +188,8 @@ def test_unlabelled_jpg_and_skip_empty(tmp_path: Path):
     counts = split_dataset(src, tmp_path / "all", SplitOptions(tile_size=400, gap=100), progress=False)
     tiles = _tiles(tmp_path / "all")
     assert counts.written == 8 and sum(len(t) for t in tiles.values()) == 1 and len(tiles["C__1.0__0___0"]) == 1
-    counts = split_dataset(src, tmp_path / "some", SplitOptions(tile_size=400, gap=100, skip_empty=True), False)
+    skip = SplitOptions(tile_size=400, gap=100, skip_empty=True)
+    counts = split_dataset(src, tmp_path / "some", skip, progress=False)  # by keyword: the 4th positional is workers
     assert (counts.written, counts.empty_skipped) == (1, 7)
     assert [p.name for p in (tmp_path / "some" / "images").iterdir()] == ["C__1.0__0___0.png"]
 
@@ -218,6 +219,28 @@ def test_errors_and_tool_exit_codes(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         tool.parse_args(["--help"])
     assert exit_info.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"thresh": 1.5}, r"thresh must be in \[0, 1\], got 1.5"),
+        ({"thresh": float("nan")}, r"thresh must be in \[0, 1\], got nan"),
+        ({"tile_size": 0}, "tile_size must be >= 1, got 0"),
+        ({"gap": 1024}, r"gap must be in \[0, tile_size\), got 1024"),
+        ({"rates": (1.0, -0.5)}, "rates must be finite numbers > 0, got -0.5"),
+    ],
+)
+def test_split_options_refuse_bad_values(options, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        SplitOptions(**options)
+
+
+def test_split_dataset_refuses_bad_workers_before_any_work(tmp_path: Path):
+    _scene(tmp_path / "src", "H", (300, 200), None)
+    with pytest.raises(ValueError, match="^workers must be >= 1, got 0$"):
+        split_dataset(tmp_path / "src", tmp_path / "dst", SplitOptions(), workers=0, progress=False)
+    assert not (tmp_path / "dst").exists()
 
 
 def test_tool_with_workers(tmp_path: Path, capsys):

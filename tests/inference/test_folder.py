@@ -11,9 +11,9 @@ from rotated_ddetr.boxes import rboxes_to_polygons
 from rotated_ddetr.config import Config
 from rotated_ddetr.data.batching import pad_images
 from rotated_ddetr.data.dataset import DotaImages, image_files
-from rotated_ddetr.images import read_image
 from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES, write_dataset
 from rotated_ddetr.data.transforms import resize_image
+from rotated_ddetr.images import read_image
 from rotated_ddetr.inference import Predictor, postprocess, predict_folder
 from rotated_ddetr.model import build_model
 from tests.small_model import small_test_model_config

@@ -84,6 +84,25 @@ def test_merge_sorts_caps_and_keeps_classes_apart():
     merged = merge_detections([a, b], iou_threshold=0.1)
     assert merged.scores.tolist() == pytest.approx([0.8, 0.5, 0.4])  # 0.3 suppressed by its class-0 twin
     assert merged.labels.tolist() == [0, 0, 2]
-    assert merge_detections([a, b], max_detections=2).scores.tolist() == pytest.approx([0.8, 0.5])
+    capped = merge_detections([a, b], max_detections=2)
+    assert capped.scores.tolist() == pytest.approx([0.8, 0.5]) and capped.labels.tolist() == [0, 0]  # the 2 best
     empty = merge_detections([])
     assert empty.rboxes.shape == (0, 5) and empty.labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_detections": -1}, "max_detections must be >= 1, got -1"),  # was: silently one detection less
+        ({"max_detections": 0}, "max_detections must be >= 1, got 0"),
+        ({"iou_threshold": -0.1}, r"iou_threshold must be in \[0, 1\], got -0.1"),
+        ({"iou_threshold": math.nan}, r"iou_threshold must be in \[0, 1\], got nan"),
+    ],
+)
+def test_merge_refuses_bad_options_even_without_detections(options, message):
+    dets = _dets([[100.0, 100, 40, 20, 0], [300, 100, 40, 20, 0]], [0.3, 0.8], [0, 0])
+    for detections in ([dets], []):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            merge_detections(detections, **options)
+    bounds = merge_detections([dets], iou_threshold=0.0, max_detections=1), merge_detections([dets], iou_threshold=1.0)
+    assert [d.scores.tolist() for d in bounds] == [pytest.approx([0.8]), pytest.approx([0.8, 0.3])]

@@ -2,9 +2,11 @@
 
 import math
 
+import pytest
 import torch
 
-from rotated_ddetr.inference import Detections, postprocess
+from rotated_ddetr.inference import Detections, Predictor, postprocess
+from rotated_ddetr.inference.postprocess import check_postprocess_options
 from rotated_ddetr.model.detector import DetectorOutput
 
 
@@ -36,3 +38,26 @@ def test_optional_classwise_nms():
     torch.testing.assert_close(suppressed.scores, torch.sigmoid(torch.tensor([4.0, 2.0, 1.0])), atol=1e-6, rtol=0)
     assert suppressed.labels.tolist() == [0, 1, 0]
     torch.testing.assert_close(suppressed.rboxes[:, 0], torch.tensor([50.0, 50.0, 10.0]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"top_k": 0}, "top_k must be >= 1, got 0"),
+        ({"score_threshold": -0.1}, r"score_threshold must be in \[0, 1\], got -0.1"),
+        ({"score_threshold": 1.5}, r"score_threshold must be in \[0, 1\], got 1.5"),  # would drop every sigmoid
+        ({"nms_iou": 1.0}, r"nms_iou must be in \[0, 1\), got 1.0"),
+        ({"nms_iou": math.nan}, r"nms_iou must be in \[0, 1\), got nan"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(options, message):
+    outputs = DetectorOutput(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 5), 0.5), None, None, torch.tensor([[8, 8]]))
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        postprocess(outputs, **options)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        Predictor(torch.nn.Identity(), ("a", "b"), **options)  # at construction, before a tile is seen
+    key = next(iter(options))
+    with pytest.raises(ValueError, match=f"^--{key.replace('_', '-')} must"):
+        check_postprocess_options(**options, names={key: f"--{key.replace('_', '-')}"})
+    check_postprocess_options(top_k=1, score_threshold=1.0, nms_iou=0.0)  # the bounds are accepted
+    check_postprocess_options()  # None: left to the config

@@ -2,6 +2,8 @@
 ground truth back (each object exactly once, mAP 1.0) at rates 0.5, 1.0, 1.5 and all three together, also when
 the oracle adds the cut views of objects straddling tile edges."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from rotated_ddetr.boxes import polygons_to_rboxes, rboxes_to_polygons
 from rotated_ddetr.data.dota import DotaLabels, Task1Detections, read_dota_labels
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.inference import Detections, plan_tiles, tiled_predict
+from rotated_ddetr.inference.predictor import check_tiled_options
 from rotated_ddetr.ops import box_iou_rotated
 
 
@@ -121,3 +124,29 @@ def test_predict_tiles_must_answer_every_tile(mosaic):
     image, _ = mosaic
     with pytest.raises(ValueError, match="returned 0 results for 2 tiles"):
         tiled_predict(image, lambda tiles: [], tile_size=1024, gap=200, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"tile_size": 0}, "tile_size must be >= 1, got 0"),
+        ({"gap": 1024}, r"gap must be in \[0, tile_size\), got 1024"),
+        ({"rates": (0.5, float("nan"))}, "rates must be finite numbers > 0, got nan"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"nms_iou": 1.5}, r"nms_iou must be in \[0, 1\], got 1.5"),
+        ({"score_threshold": 1.01}, r"score_threshold must be in \[0, 1\], got 1.01"),
+        ({"max_detections": -1}, "max_detections must be >= 1, got -1"),
+    ],
+)
+def test_tiled_predict_refuses_bad_options_before_opening_the_scene(tmp_path, options, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):  # a ValueError, not the SceneError of the missing file
+        tiled_predict(tmp_path / "missing.png", lambda tiles: [], **options)
+    defaults = dict(tile_size=1024, gap=200, rates=(1.0,), batch_size=8, nms_iou=0.1, score_threshold=0.0,
+                    max_detections=10000)  # fmt: skip
+    flags = {key: "--" + key.replace("_", "-") for key in defaults}  # every message names the option as asked
+    flagged = re.sub(r"\b(" + "|".join(flags) + r")\b", lambda m: flags[m.group(1)], message)
+    with pytest.raises(ValueError, match=f"^{flagged}$"):
+        check_tiled_options(**{**defaults, **options}, names=flags)
+    bounds = dict(tile_size=1, gap=0, rates=(0.1,), batch_size=1, nms_iou=1.0, score_threshold=1.0, max_detections=1)
+    check_tiled_options(**bounds)
+    check_tiled_options(**{**bounds, "nms_iou": 0.0, "score_threshold": 0.0, "max_detections": None})

@@ -140,7 +140,7 @@ def test_image_files_and_errors(tmp_path, dota_samples):
     (tmp_path / "junk.tif").write_bytes(b"II*\x00 junk")
     ok, jpeg = cv2.imencode(".jpg", cv2.imread(str(png)))
     (tmp_path / "cut.jpg").write_bytes(jpeg.tobytes()[:-5000])
-    for name, message in [("cut.png", "truncated PNG"), ("cut.jpg", "truncated JPEG"), ("noise.jpg", "not a PNG, JPEG, BMP or TIFF image"),
+    for name, message in [("cut.png", "truncated PNG"), ("cut.jpg", "truncated JPEG"), ("noise.jpg", "not a PNG, JPEG"),
                           ("junk.tif", "cannot open as a raster"), ("missing.png", "no such file")]:  # fmt: skip
         with pytest.raises(SceneError, match=message) as error:
             open_scene(tmp_path / name)
