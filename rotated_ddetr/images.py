@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 from collections.abc import Sequence
@@ -233,3 +234,12 @@ def check_images(
         shown = ", ".join(str(p) for p in bad[:5]) + (", ..." if len(bad) > 5 else "")
         warnings.warn(f"skipped {len(bad)} unreadable image(s): {shown}", stacklevel=2)
     return good, bad, infos
+
+
+def plain_message(error: BaseException) -> str:
+    """An error's message without the worker traceback that a DataLoader puts before an error it re-raises from a
+    worker process ("Caught ImageError in DataLoader worker process 0. Original Traceback ...")."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return re.sub(r"^[\w.]+: ", "", lines[-1])  # the last line is "module.ErrorName: message"
+    return lines[0] if lines else type(error).__name__

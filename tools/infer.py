@@ -7,8 +7,10 @@ Examples:
 Writes OUT/scenes/{scene}.txt (lines `x1 y1 ... x4 y4 class score`; it marks the scene done, so a re-run skips it),
 OUT/geojson/{scene}.geojson (CRS coordinates for georeferenced rasters), OUT/pictures/{scene}.png and, over all
 scenes, OUT/Task1_{class}.txt for `tools/evaluate.py --dets OUT --labels LABELS` or the DOTA evaluation server.
-Under torchrun, rank r takes scenes r, r + W, ...; rank 0 writes the Task1 files when every rank is done. A scene
-that cannot be read is reported and skipped; the exit status is non-zero when any scene has no result.
+Under torchrun, rank r takes scenes r, r + W, ...; rank 0 writes the Task1 files when every rank is done. Runs
+that share OUT (at once, or on several machines over a shared folder) share its scenes: each claims a scene
+(OUT/scenes/.{scene}.lock) before working on it and waits for the others' scenes at the end. A scene that cannot be
+read is reported and skipped; the exit status is non-zero when any scene has no result.
 """
 
 import argparse
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rotated_ddetr.checkpoint import CheckpointError  # noqa: E402
 from rotated_ddetr.distributed import barrier, init_inference, shutdown_distributed  # noqa: E402
+from rotated_ddetr.fileio import check_writable_folder  # noqa: E402
 from rotated_ddetr.inference.predictor import Predictor, check_tiled_options, predict_scenes  # noqa: E402
 from rotated_ddetr.inference.scenes import SceneError, list_scenes  # noqa: E402
 from rotated_ddetr.inference.writers import FORMATS, assemble_task1  # noqa: E402
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.from_checkpoint(
             args.checkpoint, ctx.device, args.amp, score_threshold=args.score_threshold
         )
+        check_writable_folder(args.out)  # before the inference, not after it
     except (SceneError, CheckpointError, OSError, ValueError) as error:
         print(f"infer: error: {error}", file=sys.stderr)
         return 1

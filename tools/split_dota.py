@@ -9,7 +9,9 @@ Presets (the usual DOTA protocols; explicit --gap / --rates override them):
     ms  multi scale:  rates 0.5 1.0 1.5, gap 500 (tiles step by 524 px)
 
 Output: DST/images/{image}__{rate}__{left}___{up}.png and DST/labelTxt/{same}.txt. Re-running skips tiles whose
-image and label are both present, so an interrupted split can simply be started again.
+image and label are both present, so an interrupted split can simply be started again. Every image is checked
+before the first tile is written: a bad one (empty, truncated, not an image) stops the split naming it, or with
+--skip-bad-images is left out and listed (exit status 1).
 """
 
 import argparse
@@ -19,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rotated_ddetr.data.split import PRESETS, SplitOptions, check_split_options, split_dataset  # noqa: E402
+from rotated_ddetr.images import plain_message  # noqa: E402
 
 DEFAULT_GAP = 200
 DEFAULT_RATES = (1.0,)
@@ -47,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-empty", action="store_true", help="write no tile without objects")
     parser.add_argument("--workers", type=int, default=1, help="processes, >= 1 (one image each at a time)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out unreadable images (counted) instead of stopping at the first")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -72,15 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         options = build_options(args)
         if not args.src.is_dir():
             raise FileNotFoundError(f"{args.src}: no such source folder")
-        counts = split_dataset(args.src, args.dst, options, workers=args.workers, progress=not args.quiet)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"split_dota: error: {error}", file=sys.stderr)
+        counts = split_dataset(args.src, args.dst, options, workers=args.workers, progress=not args.quiet,
+                               skip_bad_images=args.skip_bad_images)  # fmt: skip
+    except (OSError, ValueError, RuntimeError) as error:  # ImageError (a ValueError) names the image
+        print(f"split_dota: error: {plain_message(error)}", file=sys.stderr)
         return 1
     print(
         f"split {counts.images} images at rates {list(options.rates)}: {counts.written} tiles written, "
         f"{counts.existing} already present, {counts.empty_skipped} empty left out -> {args.dst}"
     )
-    return 0
+    for path in counts.bad_images:
+        print(f"split_dota: skipped unreadable image {path}", file=sys.stderr)
+    return 1 if counts.bad_images else 0
 
 
 if __name__ == "__main__":

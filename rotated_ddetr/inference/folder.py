@@ -16,6 +16,7 @@ from tqdm import tqdm
 from rotated_ddetr import boxes
 from rotated_ddetr.data.dataset import DotaImages
 from rotated_ddetr.data.dota import Task1Detections
+from rotated_ddetr.images import ImageError, plain_message
 from rotated_ddetr.inference.predictor import Predictor
 
 
@@ -26,7 +27,7 @@ def _collate(samples: list[tuple[np.ndarray, str]]) -> tuple[list[np.ndarray], l
 
 def predict_folder(
     predictor: Predictor,
-    root: str | os.PathLike,
+    root: str | os.PathLike | DotaImages,
     *,
     batch_size: int = 2,
     num_workers: int = 0,
@@ -37,7 +38,8 @@ def predict_folder(
     Args:
         predictor: the detector with its input scale and post-processing settings (`Predictor.from_config`,
             `Predictor.from_checkpoint`); its model is left in eval mode.
-        root: dataset root holding `images/` (labels are not read).
+        root: dataset root holding `images/` (labels are not read), or its `DotaImages` (e.g. made with
+            `skip_bad_images`, whose `skipped_images` then say what was left out).
         batch_size: images per forward pass (the batch is padded to its largest image).
         num_workers: DataLoader processes decoding the images (0: in this process).
         progress: show a tqdm bar.
@@ -49,20 +51,27 @@ def predict_folder(
 
     Raises:
         FileNotFoundError, ValueError: `root` is not a DOTA-layout folder with images (see `image_files`).
-        OSError: an image cannot be decoded.
+        ImageError: an image is bad (see `images.read_image`; the message names it).
     """
-    loader = torch.utils.data.DataLoader(
-        DotaImages(root), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
-    )
+    images = root if isinstance(root, DotaImages) else DotaImages(root)
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     per_class: dict[int, list] = {c: [] for c in range(len(predictor.classes))}
-    for images, names in tqdm(loader, desc="detect", disable=not progress, leave=False):
-        for name, dets in zip(names, predictor.predict_tiles(images), strict=True):
-            polygons = boxes.rboxes_to_polygons(dets.rboxes.double()).cpu().numpy()
-            scores, labels = dets.scores.double().cpu().numpy(), dets.labels.cpu().numpy()
-            for c in np.unique(labels).tolist():
-                keep = labels == c
-                per_class[c].append((name, scores[keep], polygons[keep]))
+    try:
+        for batch, names in tqdm(loader, desc="detect", disable=not progress, leave=False):
+            _add(per_class, names, predictor.predict_tiles(batch))
+    except ImageError as error:  # raised in a worker: the message without the worker's traceback
+        raise ImageError(plain_message(error)) from None
     return {predictor.classes[c]: _detections(parts) for c, parts in per_class.items()}
+
+
+def _add(per_class: dict[int, list], names: list[str], detections: list) -> None:
+    """Appends each image's detections, per class, as (image name, scores, polygons) to `per_class`."""
+    for name, dets in zip(names, detections, strict=True):
+        polygons = boxes.rboxes_to_polygons(dets.rboxes.double()).cpu().numpy()
+        scores, labels = dets.scores.double().cpu().numpy(), dets.labels.cpu().numpy()
+        for c in np.unique(labels).tolist():
+            keep = labels == c
+            per_class[c].append((name, scores[keep], polygons[keep]))
 
 
 def _detections(parts: list[tuple[str, np.ndarray, np.ndarray]]) -> Task1Detections:

@@ -8,6 +8,7 @@ per-tile `Detections` out); tiles are read by a background thread while the dete
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from rotated_ddetr.checkpoint import load_model
 from rotated_ddetr.config import Config
 from rotated_ddetr.data.batching import pad_images
 from rotated_ddetr.data.transforms import resize_image
+from rotated_ddetr.fileio import FileLock, check_writable_folder, remove_stale_temporaries, try_lock
 from rotated_ddetr.inference.merge import check_merge_options, merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, check_postprocess_options, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
@@ -130,7 +132,8 @@ def tiled_predict(
 
 @dataclass
 class ScenesReport:
-    """What `predict_scenes` did: scene paths predicted, skipped as already done, and failed (path -> message)."""
+    """What `predict_scenes` did: scene paths predicted, skipped as done (before, or meanwhile by another worker),
+    and failed (path -> message)."""
 
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -150,8 +153,12 @@ def predict_scenes(
 ) -> ScenesReport:
     """Runs `tiled_predict` on each scene and writes its files (`writers.write_scene_outputs`) under `out`.
 
-    A scene whose result file `out/scenes/{name}.txt` exists is skipped (runs resume). A scene that cannot be read
-    (missing, corrupt, truncated) is reported on stderr and in the report's `failed`; the others still run.
+    A scene whose result file `out/scenes/{name}.txt` exists is skipped (runs resume). Each scene is claimed first
+    (a `fileio.FileLock` `out/scenes/.{name}.lock`), so that workers sharing `out` (concurrent runs, machines over a
+    shared folder) share the scenes: a scene another worker holds is left for last, then waited for, and done here
+    only if that worker ended without its result. Temporaries a killed worker left for a scene go when it is
+    claimed. A scene that cannot be read (missing, corrupt, truncated) is reported on stderr and in the report's
+    `failed`; the others still run.
 
     Args:
         paths: scene files.
@@ -163,22 +170,53 @@ def predict_scenes(
         raster_options: `RasterScene` options (bands, percentiles, cache_mb).
         options: `tiled_predict` options (tile_size, gap, rates, batch_size, nms_iou, score_threshold, ...).
     """
-    report = ScenesReport()
+    report, held_elsewhere = ScenesReport(), []
+    claims = check_writable_folder(Path(out) / "scenes")
     for path in map(Path, paths):
         if scene_result_path(out, path.stem).is_file():
             report.skipped.append(path)
             continue
-        try:
-            with open_scene(path, **(raster_options or {})) as reader:
-                detections = tiled_predict(reader, predict_tiles, progress=progress, **options)
-                result = to_scene_result(detections, classes)
-                write_scene_outputs(out, reader, result, classes, formats)
-        except (SceneError, OSError) as error:
-            report.failed[path] = str(error)
-            print(f"error: {error}", file=sys.stderr)
+        claim = try_lock(claims / f".{path.stem}.lock")
+        if claim is None:
+            held_elsewhere.append(path)
             continue
-        report.done.append(path)
+        with claim:
+            _predict_claimed(path, predict_tiles, out, classes, formats, progress, raster_options, options, report)
+    for path in held_elsewhere:  # wait for the other worker; take the scene over if it ended without a result
+        with FileLock(claims / f".{path.stem}.lock", blocking=True):
+            _predict_claimed(path, predict_tiles, out, classes, formats, progress, raster_options, options, report)
     return report
+
+
+def _predict_claimed(
+    path: Path,
+    predict_tiles: PredictTiles,
+    out: str | os.PathLike,
+    classes: Sequence[str],
+    formats: Sequence[str],
+    progress: bool,
+    raster_options: dict | None,
+    options: dict,
+    report: ScenesReport,
+) -> None:
+    """One claimed scene of `predict_scenes` (same arguments): skipped when done meanwhile, else predicted and
+    written; the outcome goes into `report`."""
+    if scene_result_path(out, path.stem).is_file():
+        report.skipped.append(path)
+        return
+    for folder, suffix in (("scenes", ".txt"), ("geojson", ".geojson"), ("pictures", ".png")):
+        if (Path(out) / folder).is_dir():
+            remove_stale_temporaries(Path(out) / folder, f".{glob.escape(path.stem + suffix)}.*.tmp")
+    try:
+        with open_scene(path, **(raster_options or {})) as reader:
+            detections = tiled_predict(reader, predict_tiles, progress=progress, **options)
+            result = to_scene_result(detections, classes)
+            write_scene_outputs(out, reader, result, classes, formats)
+    except (SceneError, OSError) as error:
+        report.failed[path] = str(error)
+        print(f"error: {error}", file=sys.stderr)
+        return
+    report.done.append(path)
 
 
 class Predictor:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import time
 import warnings
@@ -39,7 +38,7 @@ from rotated_ddetr.distributed import (
 )
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.fileio import atomic_open, atomic_write_text
-from rotated_ddetr.images import ImageError
+from rotated_ddetr.images import ImageError, plain_message
 from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.model import build_model
 from rotated_ddetr.training.logger import RunLogger
@@ -348,7 +347,7 @@ def _run(run: _Run, start: float, progress: bool) -> TrainResult:
             if cfg.data.val_root is not None and not stopped and (due or run.epoch == t.epochs):
                 _evaluate(run)
     except (ImageError, KeyboardInterrupt) as error:
-        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else _last_line(error)
+        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else plain_message(error)
         saved = _save(run, end_of_epoch=False) if ctx.world_size == 1 else None
         run.logger.log("stop", run.step, {"epoch": run.epoch, "batches_done": run.batches_done, "reason": reason})
         raise RunStopped(reason, saved) from None
@@ -366,11 +365,3 @@ def _data_summary(run: _Run) -> dict:
                       "(centres rotated or scaled out of the image): check data.rotate and data.scale_jitter",
                       stacklevel=3)  # fmt: skip
     return {**_data_record(run.dataset), "objects_trained": run.objects, "objects_dropped": run.objects_dropped}
-
-
-def _last_line(error: BaseException) -> str:
-    """The message of an error, without the worker traceback a DataLoader puts in front of an error it re-raises."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    if len(lines) > 1:
-        return re.sub(r"^[\w.]+: ", "", lines[-1])
-    return lines[0] if lines else type(error).__name__
