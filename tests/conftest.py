@@ -29,3 +29,13 @@ def shared_data() -> Path:
 def dota_samples(shared_data: Path) -> Path:
     """Root of the real DOTA-v1.0 samples: images/ (P0706, P1888) and labelTxt/ (7 label files)."""
     return shared_data / "dota_samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """4 synthetic images of 128 x 128 pixels with 2-7 objects each (the training and fault-injection tests)."""
+    from rotated_ddetr.data.synthetic import SyntheticOptions, write_dataset
+
+    root = tmp_path_factory.mktemp("tiny_synthetic")
+    write_dataset(root, 4, size=128, seed=0, options=SyntheticOptions(objects=(40, 80)), progress=False)
+    return root

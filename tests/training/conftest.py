@@ -1,20 +1,11 @@
-"""Shared by the training tests: a tiny synthetic DOTA-layout dataset and a config small enough for CPU tests."""
+"""Shared by the training tests (and tests/test_faults.py): a config small enough for CPU tests, for the tiny
+synthetic dataset of tests/conftest.py (`tiny_dataset`)."""
 
 from pathlib import Path
 
-import pytest
-
 from rotated_ddetr.config import Config, resolve
-from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES, SyntheticOptions, write_dataset
+from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES
 from tests.small_model import small_test_model_config
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """4 synthetic images of 128 x 128 pixels with 2-7 objects each."""
-    root = tmp_path_factory.mktemp("tiny_synthetic")
-    write_dataset(root, 4, size=128, seed=0, options=SyntheticOptions(objects=(40, 80)), progress=False)
-    return root
 
 
 def tiny_train_config(train_root: Path, output_dir: Path, **sections: dict) -> Config:
