@@ -17,8 +17,9 @@ command line (`apply_overrides`) still load, with a FutureWarning naming old -> 
 old or unknown attribute (`cfg.train.eval_top_k = 1000`, `cfg.train.epochz = 1`) raises `ConfigError` naming the new
 key or the closest field.
 
-Modules: `schema` (sections, `Config`, `ConfigError`, validation), `overrides` (text -> typed values,
-`apply_overrides`, `config_differences`), `loading` (config files, `load_config`), `renamed` (`RENAMED`).
+Modules: `schema` (sections, `Config`, `ConfigError`, type checks), `validation` (`resolve`: derived values and
+ranges), `overrides` (text -> typed values, `apply_overrides`, `config_differences`), `loading` (config files,
+`load_config`), `renamed` (`RENAMED`).
 """
 
 from rotated_ddetr.config.loading import load_config, load_config_file
@@ -34,8 +35,8 @@ from rotated_ddetr.config.schema import (
     OptimConfig,
     OutputConfig,
     TrainConfig,
-    resolve,
 )
+from rotated_ddetr.config.validation import resolve
 
 __all__ = [
     "RENAMED",

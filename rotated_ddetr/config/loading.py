@@ -14,7 +14,8 @@ import runpy
 from pathlib import Path
 
 from rotated_ddetr.config.overrides import apply_overrides
-from rotated_ddetr.config.schema import SECTIONS, Config, ConfigError, resolve
+from rotated_ddetr.config.schema import SECTIONS, Config, ConfigError
+from rotated_ddetr.config.validation import resolve
 
 
 def load_config_file(path_or_module: str | os.PathLike) -> Config:
