@@ -106,8 +106,7 @@ def tiled_predict(
 
     Raises:
         SceneError: the scene cannot be opened or a window cannot be read (message names the file).
-        ValueError: an option out of range (`check_tiled_options`, before the scene is opened), or `predict_tiles`
-            returned a wrong number of results.
+        ValueError: an option out of range (`check_tiled_options`, before the scene opens); wrong result counts.
     """
     check_tiled_options(tile_size=tile_size, gap=gap, rates=rates, batch_size=batch_size, nms_iou=nms_iou,
                         score_threshold=score_threshold, max_detections=max_detections)  # fmt: skip
