@@ -129,7 +129,11 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
     run = _Run(cfg, ctx, trainer, dataset, train_sampler(dataset, ctx, t.seed), RunLogger(output, ctx.is_main), output)
     _seed(t.seed + 1 + ctx.rank)  # dropout etc. differ between ranks
     if resume is not None:
-        _restore(run, resume)
+        try:
+            _restore(run, resume)
+        except SetupError:
+            run.logger.close()
+            raise
         # Records after the checkpoint's step that a killed run logged are superseded from here (`logger.read_log`).
         run.logger.log("resume", run.step, {"epoch": run.epoch, "batches_done": run.batches_done, "from": str(resume)})
     run.logger.log("data", run.step, _data_record(dataset))
