@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotated_ddetr.data.dota import DotaFormatError, DotaLabels, write_dota_labels
+import numpy as np
+
+from rotated_ddetr.data.dataset import image_files
+from rotated_ddetr.data.dota import DotaFormatError, DotaLabels, read_dota_labels, write_dota_labels
 
 
 class ConvertError(ValueError):
@@ -65,14 +68,66 @@ def write_dota_dataset(
         if stem in seen:
             raise ConvertError(f"{sample.image}: another image has the name {stem!r} ({seen[stem]})")
         seen[stem] = sample.image
-        target = dst / "images" / sample.image.name
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        if copy:
-            shutil.copyfile(sample.image, target)
-        else:
-            target.symlink_to(sample.image.resolve())
+        place_image(sample.image, dst / "images", copy)
         write_dota_labels(dst / "labelTxt" / f"{stem}.txt", sample.labels, header=False)
         report.images += 1
         report.objects += len(sample.labels)
     return report
+
+
+def place_image(image: Path, folder: Path, copy: bool = False) -> Path:
+    """Puts `folder/{image.name}`: a symlink to `image` (absolute), or a copy; replaces what was there.
+
+    Returns:
+        The placed file.
+    """
+    target = Path(folder) / Path(image).name
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    if copy:
+        shutil.copyfile(image, target)
+    else:
+        target.symlink_to(Path(image).resolve())
+    return target
+
+
+def read_dota_dataset(src: str | os.PathLike, lenient: bool = False) -> tuple[list[LabelledImage], ConversionReport]:
+    """The images of a DOTA-layout root (`src/images/*`, sorted by name) with their `src/labelTxt/{stem}.txt`.
+
+    The source side of the writers of other formats. An image without a label file has no objects (as the
+    splitter reads it); a malformed label file is an error, or with `lenient` its image is skipped whole.
+
+    Returns:
+        (samples, report): the report lists what was skipped; its image and object counts are left at 0.
+
+    Raises:
+        FileNotFoundError: `src`, `src/images` or `src/labelTxt` is not a folder.
+        DotaFormatError: a malformed label line (file and line in the message), unless `lenient`.
+    """
+    src, report = Path(src), ConversionReport()
+    paths = image_files(src)
+    if not (src / "labelTxt").is_dir():
+        raise FileNotFoundError(f"{src}: no labelTxt/ folder (expected DOTA layout: images/ and labelTxt/)")
+    samples = []
+    for path in paths:
+        label_path = src / "labelTxt" / f"{path.stem}.txt"
+        try:
+            labels = read_dota_labels(label_path) if label_path.is_file() else DotaLabels(np.zeros((0, 8)), [], [])
+        except DotaFormatError as error:
+            skip_or_raise(error, lenient, report)
+            continue
+        samples.append(LabelledImage(path, labels))
+    return samples, report
+
+
+def drop_unknown_classes(
+    label_path: Path, labels: DotaLabels, known: Collection[str], lenient: bool, report: ConversionReport
+) -> DotaLabels:
+    """`labels` without the objects whose class is not in `known`: each is a ConvertError naming `label_path` and
+    the object (its rank in the file), or with `lenient` is skipped and reported."""
+    keep = np.array([name in known for name in labels.classes], dtype=bool)
+    for k in np.flatnonzero(~keep).tolist():
+        message = f"{label_path}: object {k + 1}: class {labels.classes[k]!r} is not in the class list"
+        skip_or_raise(ConvertError(f"{message} ({len(known)} names)"), lenient, report)
+    classes = [name for name, kept in zip(labels.classes, keep.tolist(), strict=True) if kept]
+    return DotaLabels(labels.polygons[keep], classes, labels.difficult[keep])
