@@ -208,36 +208,36 @@ def _warn_skipped(path: Path, bad: list[DotaFormatError]) -> None:
         warnings.warn(f"{path}: skipped {len(bad)} malformed line(s); first: {bad[0]}", stacklevel=3)
 
 
-def _fast_floats(lines: list[str], columns: range) -> np.ndarray | None:
-    """(N, len(columns)) float64 of the given columns via numpy's C parser; None when anything is unusual.
+_LABEL_ROW = np.dtype([("polygon", np.float64, (8,)), ("name", object), ("difficult", object)])
+_TASK1_ROW = np.dtype([("image", object), ("score", np.float64), ("polygon", np.float64, (8,))])
 
-    Callers have checked the field counts; any failure here sends them to the line-by-line parser, which is the
-    authority on what is accepted and names the culprit.
-    """
+
+def _bulk_rows(lines: list[str], row: np.dtype) -> np.ndarray | None:
+    """(N,) rows (`_LABEL_ROW`, `_TASK1_ROW`: text fields as Python strings) of the non-blank `lines`, read in one pass
+    by numpy's C reader; None when anything is unusual. It splits on `str.split`'s whitespace and refuses a line with
+    another field count, so every line has exactly the row's fields; any failure (or a number beyond +-2^53, NaN,
+    inf) sends the caller to the line-by-line parser, the authority on what is accepted, which names the culprit."""
+    if not any(map(str.strip, lines)):
+        return np.zeros(0, dtype=row)  # (the reader warns about empty input)
     try:
-        values = np.loadtxt(lines, dtype=np.float64, usecols=columns, ndmin=2, comments=None)
+        rows = np.loadtxt(lines, dtype=row, comments=None, ndmin=1)
     except ValueError:
         return None
-    return values if (np.abs(values) <= MAX_COORDINATE).all() else None
+    numbers = [rows[name] for name in row.names if row[name].base == np.float64]
+    return rows if all((np.abs(values) <= MAX_COORDINATE).all() for values in numbers) else None
 
 
 def _fast_labels(path: Path, lines: list[str]) -> DotaLabels | None:
     """The official layout (headers on top, then 10-field lines) parsed in bulk; None for anything else."""
     header: dict = {"image_source": None, "gsd": None}
-    rows = list(map(str.split, lines))
     top = 0
-    while top < len(rows) and (not rows[top] or _parse_header(path, top + 1, lines[top], header)):
+    while top < len(lines) and (not lines[top].strip() or _parse_header(path, top + 1, lines[top], header)):
         top += 1
-    body = [row for row in rows[top:] if row]
-    if not body:
-        return DotaLabels(np.zeros((0, 8)), [], np.zeros(0), **header)
-    flags = [row[-1] for row in body]
-    if set(map(len, body)) != {10} or not set(flags) <= {"0", "1", "2"}:
+    rows = _bulk_rows(lines[top:], _LABEL_ROW)
+    if rows is None or not set(flags := rows["difficult"].tolist()) <= {"0", "1", "2"}:
         return None
-    polygons = _fast_floats(lines[top:], range(8))
-    if polygons is None:
-        return None
-    return DotaLabels(polygons, [row[8] for row in body], np.array(flags).astype(np.int64), **header)
+    difficult = np.array(flags, dtype=str).astype(np.int64)
+    return DotaLabels(np.ascontiguousarray(rows["polygon"]), rows["name"].tolist(), difficult, **header)
 
 
 def read_dota_labels(path: str | os.PathLike, lenient: bool = False) -> DotaLabels:
@@ -310,11 +310,9 @@ def _task1_class(path: Path) -> str:
 def _read_task1_file(path: Path) -> Task1Detections:
     """All detections of one `Task1_{class}.txt` file; DotaFormatError naming file and line when malformed."""
     lines = _read_lines(path)
-    rows = [row for row in map(str.split, lines) if row]
-    if set(map(len, rows)) <= {10}:
-        values = _fast_floats(lines, range(1, 10)) if rows else np.zeros((0, 9))
-        if values is not None:
-            return Task1Detections([row[0] for row in rows], values[:, 0], values[:, 1:])
+    rows = _bulk_rows(lines, _TASK1_ROW)
+    if rows is not None:
+        return Task1Detections(rows["image"].tolist(), rows["score"], np.ascontiguousarray(rows["polygon"]))
     names, numbers = [], []
     for line_no, line in enumerate(lines, start=1):
         tokens = line.split()
@@ -358,21 +356,22 @@ def read_task1(folder_or_files: str | os.PathLike | Iterable[str | os.PathLike])
     return result
 
 
-def write_task1(folder: str | os.PathLike, detections: Mapping[str, Task1Detections]) -> None:
-    """Writes one `Task1_{class}.txt` per class of `detections` (atomically; empty file for an empty class).
+def task1_text(detections: Task1Detections) -> str:
+    """A `Task1_{class}.txt` file's text: lines `image score x1 y1 ... x4 y4`, numbers shortest lossless ("0.875")."""
+    numbers = np.concatenate([detections.scores[:, None], detections.polygons], axis=1)
+    rows = np.array(format_numbers(numbers), dtype=object).reshape(-1, 9)
+    return "".join(f"{image} {' '.join(row)}\n" for image, row in zip(detections.image_names, rows, strict=True))
 
-    Lines are `image score x1 y1 ... x4 y4`, numbers in their shortest lossless form ("0.875", "512").
+
+def write_task1(folder: str | os.PathLike, detections: Mapping[str, Task1Detections]) -> None:
+    """Writes one `Task1_{class}.txt` (`task1_text`) per class of `detections`, atomically; empty for an empty class.
 
     Args:
         folder: the submission folder, created when missing.
         detections: {class name: its detections}; file order follows the given order.
     """
-    folder = Path(folder)
     for name, dets in detections.items():
-        numbers = np.concatenate([dets.scores[:, None], dets.polygons], axis=1)
-        rows = np.array(format_numbers(numbers), dtype=object).reshape(-1, 9)
-        text = "".join(f"{image} {' '.join(row)}\n" for image, row in zip(dets.image_names, rows, strict=True))
-        atomic_write_text(folder / f"{_TASK1_PREFIX}{name}.txt", text)
+        atomic_write_text(Path(folder) / f"{_TASK1_PREFIX}{name}.txt", task1_text(dets))
 
 
 def write_scene_result(path: str | os.PathLike, result: SceneResult) -> None:

@@ -1,4 +1,5 @@
-"""DOTA Task1 rotated mAP, number for number the official devkit's `voc_eval` (DESIGN §5), vectorised.
+"""DOTA Task1 rotated mAP, number for number the official devkit's `voc_eval` (DESIGN §5), vectorised, at one IoU
+threshold or several (0.5:0.95), optionally per object size.
 
 Detections (Task1 folder or {class: Task1Detections}) and ground truth (labelTxt folder or {image: DotaLabels}) in,
 {"mAP", "AP", per-class counts, recall, precision} out. The last stage of the pipeline, after merging tiles.
@@ -8,14 +9,16 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from rotated_ddetr.data.dota import DOTA_V2_0_CLASSES, DotaLabels, Task1Detections, read_dota_labels, read_task1
-from rotated_ddetr.evaluation.matching import best_matches, candidate_pairs, polygon_stats
+from rotated_ddetr.evaluation.matching import Matches, best_matches, candidate_pairs, polygon_stats
+from rotated_ddetr.evaluation.scores import average_precision, over_thresholds, score  # noqa: F401 (importable here as before)
 
 METRICS = ("voc07", "area")
 
@@ -94,7 +97,7 @@ def _det_table(
 
     Detections naming an image outside the evaluated set are dropped with one warning.
     """
-    polys, cls, img, outside = [], [], [], []
+    polys, cls, img, scores, outside = [], [], [], [], []
     for c, name in enumerate(classes):
         if name not in dets:
             continue
@@ -106,71 +109,18 @@ def _det_table(
         polys.append(d.polygons[order])
         cls.append(np.full(len(order), c, dtype=np.int64))
         img.append(idx[order])
+        scores.append(d.scores[order])
     n_out = sum(len(d) for name, d in dets.items() if name in classes) - sum(len(p) for p in polys)
     if n_out:
         warnings.warn(
-            f"ignored {n_out} detections of images outside the evaluated set (e.g. {outside[0]!r})", stacklevel=3
+            f"ignored {n_out} detections of images outside the evaluated set (e.g. {outside[0]!r})", stacklevel=4
         )
     return {
         "polygons": np.concatenate(polys) if polys else np.zeros((0, 8)),
         "cls": np.concatenate(cls) if cls else np.zeros(0, dtype=np.int64),
         "img": np.concatenate(img) if img else np.zeros(0, dtype=np.int64),
+        "scores": np.concatenate(scores) if scores else np.zeros(0),
     }
-
-
-def average_precision(tp: np.ndarray, fp: np.ndarray, npos: int, metric: str = "voc07") -> tuple[float, float, float]:
-    """AP from per-detection outcomes in score order, with the devkit's exact arithmetic (`voc_ap`).
-
-    Args:
-        tp: (D,) float64, 1.0 for a true positive. fp: (D,) float64, 1.0 for a false positive (both 0: ignored).
-        npos: number of non-difficult ground-truth objects (> 0).
-        metric: "voc07" (11-point interpolation) or "area" (area under the interpolated precision/recall curve).
-
-    Returns:
-        (AP, final recall, final precision).
-    """
-    tp, fp = np.cumsum(tp), np.cumsum(fp)
-    rec = tp / float(npos)
-    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    if metric == "voc07":
-        ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
-            p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
-            ap = ap + p / 11.0
-    else:
-        mrec = np.concatenate(([0.0], rec, [1.0]))
-        mpre = np.concatenate(([0.0], prec, [0.0]))
-        mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # the precision envelope
-        i = np.where(mrec[1:] != mrec[:-1])[0]
-        ap = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
-    return float(ap), float(rec[-1]) if len(rec) else 0.0, float(prec[-1]) if len(prec) else 0.0
-
-
-def _outcomes(det_cls: np.ndarray, hit: np.ndarray, above: np.ndarray, gt_id: np.ndarray, c: int) -> tuple:
-    """(tp, fp) of class c's detections in score order: the first detection to claim a ground truth takes it."""
-    sel = det_cls == c
-    hit, above, gt_id = hit[sel], above[sel], gt_id[sel]
-    first = np.zeros(len(hit), dtype=bool)
-    hits = np.nonzero(hit)[0]
-    first[hits[np.unique(gt_id[hits], return_index=True)[1]]] = True
-    return first.astype(np.float64), (~above | (hit & ~first)).astype(np.float64)
-
-
-def _score_classes(names: list[str], g: dict, d: dict, above: np.ndarray, gt_id: np.ndarray, metric: str) -> dict:
-    """Per-class counts, AP, final recall and precision, and their mean over classes with ground truth."""
-    hit = above & ~g["difficult"][np.maximum(gt_id, 0)] if len(g["difficult"]) else np.zeros_like(above)
-    result = {"mAP": 0.0, "AP": {}, "recall": {}, "precision": {}, "num_gt": {}, "num_dets": {}}
-    for c, name in enumerate(names):
-        npos = int(np.sum((g["cls"] == c) & ~g["difficult"]))
-        result["num_gt"][name], result["num_dets"][name] = npos, int(np.sum(d["cls"] == c))
-        if npos:
-            tp, fp = _outcomes(d["cls"], hit, above, gt_id, c)
-            ap, rec, prec = average_precision(tp, fp, npos, metric)
-            result["AP"][name], result["recall"][name], result["precision"][name] = ap, rec, prec
-    if not result["AP"]:
-        raise ValueError("nothing to evaluate: no class has a non-difficult ground-truth object")
-    result["mAP"] = float(sum(result["AP"].values()) / len(result["AP"]))
-    return result
 
 
 def check_iou_threshold(iou_threshold: float, name: str = "iou_threshold") -> None:
@@ -184,15 +134,92 @@ def check_iou_threshold(iou_threshold: float, name: str = "iou_threshold") -> No
         raise ValueError(f"{name} must be in [0, 1), got {iou_threshold}")
 
 
+def parse_iou_thresholds(text: str) -> float | tuple[float, ...]:
+    """Command-line thresholds: "0.5" -> 0.5; "0.5:0.95:0.05" (start:stop:step, stop included) or "0.5,0.75" -> a
+    tuple. Range values are computed in decimal, so "0.55" of a range is float("0.55"), the value a run at 0.55 alone
+    uses. Ranges are not checked against [0, 1) here (`check_iou_threshold` does that).
+
+    Raises:
+        ValueError: not a number, a list or a range with a positive step and stop >= start.
+    """
+    if ":" not in text and "," not in text:
+        return float(text)
+    expected = f"expected a number, a list like 0.5,0.75 or a range start:stop:step like 0.5:0.95:0.05, got {text!r}"
+    try:
+        parts = [Decimal(part.strip()) for part in text.split(":" if ":" in text else ",")]
+    except InvalidOperation:
+        raise ValueError(expected) from None
+    if not all(part.is_finite() for part in parts) or (":" in text and len(parts) != 3):
+        raise ValueError(expected)
+    if "," in text:
+        return tuple(float(part) for part in parts)
+    start, stop, step = parts
+    if step <= 0 or stop < start or (stop - start) / step > 1000:
+        raise ValueError(f"{expected} (the step must be > 0, stop >= start, at most 1000 steps)")
+    return tuple(float(start + k * step) for k in range(int((stop - start) / step) + 1))
+
+
+def match_detections(
+    dets: str | os.PathLike | Mapping[str, Task1Detections],
+    labels: str | os.PathLike | Mapping[str, DotaLabels],
+    imageset: str | os.PathLike | Iterable[str] | None = None,
+    iou_thresholds: Sequence[float] = (0.5,),
+    classes: Iterable[str] | None = None,
+) -> Matches:
+    """Reads ground truth and detections once, computes their polygon IoUs once, and matches them at every threshold
+    as the devkit does (DESIGN §5); `evaluate_matches`, `scores` and `plots` compute everything else from the result.
+
+    Args: as `eval_dota`; iou_thresholds: the thresholds (duplicates dropped, order kept).
+
+    Raises:
+        ValueError: no threshold, or one outside [0, 1).
+        FileNotFoundError, DotaFormatError: unreadable inputs (message names the file and line).
+    """
+    thresholds = tuple(dict.fromkeys(float(t) for t in iou_thresholds))
+    if not thresholds:
+        raise ValueError("no IoU threshold to evaluate at")
+    for t in thresholds:
+        check_iou_threshold(t)
+    gt = load_ground_truth(labels, imageset)
+    det_sets = read_task1(dets) if not isinstance(dets, Mapping) else dict(dets)
+    if not det_sets:
+        warnings.warn(f"no detections at all in {'the mapping' if isinstance(dets, Mapping) else dets}", stacklevel=3)
+    names = list(classes) if classes is not None else _class_order(gt, det_sets)
+    g = _gt_table(gt, {name: c for c, name in enumerate(names)})
+    d = _det_table(det_sets, names, {name: i for i, name in enumerate(gt)})
+    n_img = max(len(gt), 1)
+    g_stats, d_stats = polygon_stats(g["polygons"]), polygon_stats(d["polygons"])
+    di, gi = candidate_pairs(g_stats, g["cls"] * n_img + g["img"], d_stats, d["cls"] * n_img + d["img"])
+    above, gt_id = best_matches(g["polygons"], d["polygons"], g_stats, d_stats, di, gi, thresholds)
+    return Matches(names, list(gt), g, d, g_stats, d_stats, thresholds, above, gt_id)
+
+
+def evaluate_matches(m: Matches, metric: str = "voc07", sizes: bool = False, single: bool = False) -> dict:
+    """`eval_dota`'s result from matches: one threshold's dict when `single` (m has one threshold), else the
+    combination over thresholds (`scores.over_thresholds`), whose "by_iou" holds each threshold's own dict."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    results = [score(m, k, metric, sizes) for k in range(len(m.iou_thresholds))]
+    for result, t in zip(results, m.iou_thresholds, strict=True):
+        # The result key stays "iou_thr": metrics.json files written before the rename use it, and readers rely on it.
+        result.update(metric=metric, iou_thr=t)
+    if single:
+        if len(results) != 1:
+            raise ValueError(f"single=True needs one threshold, got {len(results)}")
+        return results[0]
+    return over_thresholds(results, m.iou_thresholds, metric)
+
+
 def eval_dota(
     dets: str | os.PathLike | Mapping[str, Task1Detections],
     labels: str | os.PathLike | Mapping[str, DotaLabels],
     imageset: str | os.PathLike | Iterable[str] | None = None,
     metric: str = "voc07",
-    iou_threshold: float = 0.5,
+    iou_threshold: float | Sequence[float] = 0.5,
     classes: Iterable[str] | None = None,
     *,
-    iou_thr: float | None = None,
+    iou_thr: float | Sequence[float] | None = None,
+    sizes: bool = False,
 ) -> dict:
     """DOTA Task1 mAP with the official devkit's semantics (DESIGN §5), equal to its `voc_eval` class by class.
 
@@ -206,15 +233,18 @@ def eval_dota(
         labels: a `labelTxt` folder (or a dataset root holding one), or {image name: DotaLabels}.
         imageset: a file with one image name per line, or the names; None = every image of `labels`.
         metric: "voc07" (11-point, the official server's) or "area" (area under the interpolated curve).
-        iou_threshold: the IoU a true positive must exceed (strictly).
+        iou_threshold: the IoU a true positive must exceed (strictly); a sequence (e.g. 0.5, 0.55, ..., 0.95)
+            evaluates at each, reading the files and computing the IoUs once.
         classes: the classes to evaluate; None = every class in the ground truth or the detections.
         iou_thr: DESIGN.md §3's name of `iou_threshold`, a keyword alias; when given, it is the threshold used.
+        sizes: also AP per object size (COCO's small / medium / large; `scores` documents the semantics).
 
     Returns:
-        {"mAP": mean AP over the classes with at least one non-difficult object, "AP": {class: AP} for those classes,
-        "recall" / "precision": {class: value after the last detection} for those classes, "num_gt": {class:
-        non-difficult objects}, "num_dets": {class: detections of evaluated images}, "metric", "iou_thr" (the
-        threshold used)}.
+        For one threshold: {"mAP": mean AP over the classes with at least one non-difficult object, "AP": {class: AP}
+        for those classes, "recall" / "precision": {class: value after the last detection} for those classes,
+        "num_gt": {class: non-difficult objects}, "num_dets": {class: detections of evaluated images}, ["sizes"],
+        "metric", "iou_thr" (the threshold used)}. For a sequence: `scores.over_thresholds`' dict ("mAP" is the
+        mean over thresholds, "mAP_by_iou", "mAP50", "mAP75", "by_iou": each threshold's dict as above).
 
     Raises:
         ValueError: unknown metric, threshold outside [0, 1), or no class with a non-difficult object.
@@ -223,19 +253,6 @@ def eval_dota(
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
     iou_threshold = iou_threshold if iou_thr is None else iou_thr
-    check_iou_threshold(iou_threshold)
-    gt = load_ground_truth(labels, imageset)
-    det_sets = read_task1(dets) if not isinstance(dets, Mapping) else dict(dets)
-    if not det_sets:
-        warnings.warn(f"no detections at all in {'the mapping' if isinstance(dets, Mapping) else dets}", stacklevel=2)
-    names = list(classes) if classes is not None else _class_order(gt, det_sets)
-    g = _gt_table(gt, {name: c for c, name in enumerate(names)})
-    d = _det_table(det_sets, names, {name: i for i, name in enumerate(gt)})
-    n_img = max(len(gt), 1)
-    g_stats, d_stats = polygon_stats(g["polygons"]), polygon_stats(d["polygons"])
-    di, gi = candidate_pairs(g_stats, g["cls"] * n_img + g["img"], d_stats, d["cls"] * n_img + d["img"])
-    above, gt_id = best_matches(g["polygons"], d["polygons"], g_stats, d_stats, di, gi, iou_threshold)
-    result = _score_classes(names, g, d, above, gt_id, metric)
-    # The result key stays "iou_thr": metrics.json files written before the rename use it, and readers rely on it.
-    result.update(metric=metric, iou_thr=float(iou_threshold))
-    return result
+    single = np.ndim(iou_threshold) == 0
+    thresholds = (iou_threshold,) if single else tuple(iou_threshold)
+    return evaluate_matches(match_detections(dets, labels, imageset, thresholds, classes), metric, sizes, single)

@@ -1,9 +1,11 @@
 """Which ground truth each detection takes, as the DOTA devkit decides it: polygons grouped by (class, image) in,
-per-detection (IoU > threshold, ground-truth index) out. Used by `dota_map.eval_dota`.
+per-threshold, per-detection (IoU > threshold, ground-truth index) out, gathered in `Matches`. Used by `dota_map`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +22,40 @@ class PolygonStats(NamedTuple):
     ymax: np.ndarray
     area: np.ndarray  # |shoelace area|, px^2
     simple: np.ndarray  # not self-intersecting and not degenerate
+
+
+@dataclass
+class Matches:
+    """Ground truth and detections of the evaluated images, and which object each detection takes at each threshold:
+    what every score (`scores`), curve and plot (`plots`) is computed from, built by `dota_map.match_detections`.
+
+    Attributes:
+        classes: the C evaluated class names; class indices below refer to them.
+        images: the evaluated image names; image indices below refer to them.
+        gt: (G,) arrays in image-set then file order: "polygons" (G, 8) float64 px, "cls", "img" int64, "difficult"
+            bool (difficult != 0).
+        dets: (D,) arrays grouped by class in class order, each class by decreasing score as the devkit sorts it:
+            "polygons" (D, 8) float64 px, "cls", "img" int64, "scores" float64.
+        gt_stats, det_stats: their `polygon_stats` (extents, areas in px^2).
+        iou_thresholds: the T thresholds a true positive must exceed.
+        above: (T, D) bool, the detection's IoU with the object it takes > that threshold.
+        gt_id: (T, D) int64, the object it takes (index into gt; meaningful where `above`).
+    """
+
+    classes: list[str]
+    images: list[str]
+    gt: dict[str, np.ndarray]
+    dets: dict[str, np.ndarray]
+    gt_stats: PolygonStats
+    det_stats: PolygonStats
+    iou_thresholds: tuple[float, ...]
+    above: np.ndarray
+    gt_id: np.ndarray
+
+    def class_slices(self) -> list[slice]:
+        """The rows of `dets` of each class (they are contiguous)."""
+        bounds = np.searchsorted(self.dets["cls"], np.arange(len(self.classes) + 1)).tolist()
+        return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def polygon_stats(polygons: np.ndarray) -> PolygonStats:
@@ -119,27 +155,31 @@ def best_matches(
     d: PolygonStats,
     di: np.ndarray,
     gi: np.ndarray,
-    iou_threshold: float,
+    iou_thresholds: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each detection: does its best candidate exceed `iou_threshold`, and which ground truth is it (the devkit's).
+    """For each threshold and detection: does its best candidate exceed the threshold, and which ground truth is it.
 
-    IoUs come vectorised from `polygon_iou_pairs` for the pairs whose upper bound can pass the threshold; where
-    the devkit's own rounding could change the outcome (an IoU within its error of the threshold, a near-tie for the
-    best, degenerate polygons), the detection is redone with `devkit_polygon_iou`, which rounds as the devkit does.
+    IoUs come vectorised from `polygon_iou_pairs`, once for all thresholds, for the pairs whose upper bound can pass
+    the lowest one; where the devkit's own rounding could change an outcome at any threshold (an IoU within its
+    error of a threshold, a near-tie for the best, degenerate polygons), the detection is redone with
+    `devkit_polygon_iou`, which rounds as the devkit does. The chosen ground truth does not depend on the threshold,
+    so each threshold's outcomes are those of the devkit run at that threshold alone.
 
     Args:
         gt_polygons: (G, 8). det_polygons: (D, 8). g, d: their `polygon_stats`.
         di, gi: (P,) candidate pairs from `candidate_pairs` (detection indices ascending).
-        iou_threshold: the threshold.
+        iou_thresholds: the T thresholds.
 
     Returns:
-        (D,) bool, IoU with the chosen ground truth > iou_threshold; (D,) int64, the chosen ground truth (-1: none).
+        (T, D) bool, IoU with the chosen ground truth > threshold; (T, D) int64, the chosen ground truth (-1: none;
+        meaningful where the IoU passes).
     """
+    t = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1, 1)  # (T, 1)
     n = len(det_polygons)
-    above, gt_id = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
+    above, gt_id = np.zeros((len(t), n), dtype=bool), np.full((len(t), n), -1, dtype=np.int64)
     if len(di) == 0:
         return above, gt_id
-    sel = np.nonzero(_upper_bounds(g, d, di, gi) > iou_threshold)[0]
+    sel = np.nonzero(_upper_bounds(g, d, di, gi) > t.min())[0]
     iou, err = polygon_iou_pairs(gt_polygons[gi[sel]], det_polygons[di[sel]])
     s_det, s_gt = di[sel], gi[sel]
     if len(s_det):
@@ -152,13 +192,13 @@ def best_matches(
         dets = s_det[starts]
         critical = (
             ~np.isfinite(det_err)
-            | (np.abs(best - iou_threshold) <= det_err)
-            | ((best > iou_threshold - det_err) & (second >= best - 2 * det_err))
-        )
-        above[dets], gt_id[dets] = best > iou_threshold, best_gt
+            | (np.abs(best - t) <= det_err)
+            | ((best > t - det_err) & (second >= best - 2 * det_err))
+        ).any(axis=0)  # (T, S) -> (S,)
+        above[:, dets], gt_id[:, dets] = best > t, best_gt
         redo = dets[critical]
         bounds = np.searchsorted(di, np.stack((redo, redo + 1)))
         for d_idx, lo, hi in zip(redo.tolist(), *bounds.tolist(), strict=True):
-            ovmax, gt_id[d_idx] = _devkit_best(gt_polygons, det_polygons, d_idx, np.sort(gi[lo:hi]))
-            above[d_idx] = ovmax > iou_threshold
+            ovmax, gt_id[:, d_idx] = _devkit_best(gt_polygons, det_polygons, d_idx, np.sort(gi[lo:hi]))
+            above[:, d_idx] = ovmax > t[:, 0]
     return above, gt_id

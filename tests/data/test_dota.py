@@ -245,3 +245,49 @@ def test_scene_result_file_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.txt").write_text("0 0 1 0 1 1 0 1 plane 0.5\n\n0 0 1 0 1 1 0 1 plane\n")
     with pytest.raises(DotaFormatError, match=r"bad\.txt:3: expected 10 fields .* got 9"):
         read_scene_result(tmp_path / "bad.txt")
+
+
+def test_bulk_and_line_readers_agree_on_odd_layouts(tmp_path: Path):
+    """The bulk reader (numpy's C reader, for speed) and the line-by-line one (the authority) read the same objects
+    from any valid layout; what the bulk one refuses, the authority decides."""
+    from rotated_ddetr.data import dota
+
+    body = "1 2 3 4 5 6 7 8 plane 0\n\t10.5  20 30 40\t50 60 70 80 ship 1 \r\n\n 0 0 1e1 0 10 10 0 10 small-vehicle 2\n"
+    variants = {
+        "plain": body,
+        "crlf": body.replace("\n", "\r\n"),
+        "no-break spaces": body.replace(" 3 ", "\xa03\u3000"),
+        "header": "imagesource:GF\n\ngsd:1\n" + body,
+        "bom": "\ufeff" + body,
+    }
+    path = tmp_path / "x.txt"
+    for name, text in variants.items():
+        path.write_bytes(text.encode())
+        assert dota._fast_labels(path, dota._read_lines(path)) is not None, name  # the bulk reader took it
+        fast, slow = read_dota_labels(path), read_dota_labels(path, lenient=True)
+        np.testing.assert_array_equal(fast.polygons, slow.polygons)
+        assert fast.polygons[1].tolist() == [10.5, 20, 30, 40, 50, 60, 70, 80] and fast.polygons[2, 2] == 10.0
+        assert (fast.classes, fast.difficult.tolist()) == (slow.classes, slow.difficult.tolist()), name
+        assert fast.classes == ["plane", "ship", "small-vehicle"] and fast.difficult.tolist() == [0, 1, 2]
+        assert (fast.image_source, fast.gsd) == (slow.image_source, slow.gsd)
+    refused = {  # -> what the line-by-line reader makes of them
+        "1 2 3 4 5 6 7 8 plane 0\ngsd:2\n": (["plane"], 2.0),  # a header further down
+        "1 2 3 4 5 6 7 8 plane\n1 2 3 4 5 6 7 8 ship 1\n": (["plane", "ship"], None),  # 9 fields: difficult 0
+        "1 2 3 4 5 6 7 8 plane 01\n": DotaFormatError,  # a flag other than "0", "1", "2"
+        "1 2 3 4 5 6 7 1_0 plane 0\n": (["plane"], None),  # float("1_0") == 10: the authority accepts it
+    }
+    for text, expected in refused.items():
+        path.write_text(text)
+        assert dota._fast_labels(path, dota._read_lines(path)) is None, text
+        if expected is DotaFormatError:
+            with pytest.raises(DotaFormatError, match="bad difficult flag"):
+                read_dota_labels(path)
+        else:
+            labels = read_dota_labels(path)
+            assert (labels.classes, labels.gsd) == expected
+    task1 = tmp_path / "Task1_ship.txt"
+    task1.write_text("P1 0.5 1 2 3 4 5 6 7 8\r\n\r\nP2\t0.25  1 2 3 4 5 6 7 8.5 \n")
+    assert dota._bulk_rows(dota._read_lines(task1), dota._TASK1_ROW) is not None
+    dets = read_task1([task1])["ship"]
+    assert dets.image_names == ["P1", "P2"] and dets.scores.tolist() == [0.5, 0.25]
+    assert dets.polygons[1].tolist() == [1, 2, 3, 4, 5, 6, 7, 8.5] and dets.polygons.flags["C_CONTIGUOUS"]
