@@ -1,12 +1,17 @@
-"""Detect rotated objects in scenes of any size (PNG/JPG, GeoTIFF/BigTIFF) with a trained checkpoint, tile by tile.
+"""Detect rotated objects in scenes of any size (PNG/JPG, GeoTIFF/BigTIFF/VRT, remote rasters) with a trained
+checkpoint, tile by tile.
 
 Examples:
     python tools/infer.py work_dirs/run/checkpoint_0049.pth scenes/*.tif --out results
     torchrun --nproc-per-node 4 tools/infer.py CKPT DOTA/test/images --out results --rates 0.5 1.0 1.5 --gap 500
+    python tools/infer.py CKPT https://example.com/cog/scene.tif s3://bucket/a.tif --out results --formats dota,gpkg
 
 Writes OUT/scenes/{scene}.txt (lines `x1 y1 ... x4 y4 class score`; it marks the scene done, so a re-run skips it),
-OUT/geojson/{scene}.geojson (CRS coordinates for georeferenced rasters), OUT/pictures/{scene}.png and, over all
-scenes, OUT/Task1_{class}.txt for `tools/evaluate.py --dets OUT --labels LABELS` or the DOTA evaluation server.
+per --formats OUT/geojson/{scene}.geojson (RFC 7946: WGS84 lon/lat), OUT/geojson-crs/{scene}.geojson (the
+raster's CRS), OUT/gpkg/{scene}.gpkg (GeoPackage in the raster's CRS; needs pyogrio), OUT/pictures/{scene}.png
+(scenes without a CRS: pixel coordinates) and, over all scenes, OUT/Task1_{class}.txt for `tools/evaluate.py --dets
+OUT --labels LABELS` or the DOTA evaluation server. URLs (http, https, s3, gs, az) and /vsicurl/, /vsis3/ paths are
+read window by window over the network; a scene is named by its file or URL stem.
 Under torchrun, rank r takes scenes r, r + W, ...; rank 0 writes the Task1 files when every rank is done. Runs
 that share OUT (at once, or on several machines over a shared folder) share its scenes: each claims a scene
 (OUT/scenes/.{scene}.lock) before working on it and waits for the others' scenes at the end. A scene that cannot be
@@ -24,7 +29,8 @@ from rotated_ddetr.distributed import barrier, init_inference, shutdown_distribu
 from rotated_ddetr.fileio import check_writable_folder  # noqa: E402
 from rotated_ddetr.inference.predictor import Predictor, check_tiled_options, predict_scenes  # noqa: E402
 from rotated_ddetr.inference.scenes import SceneError, list_scenes  # noqa: E402
-from rotated_ddetr.inference.writers import FORMATS, assemble_task1  # noqa: E402
+from rotated_ddetr.inference.sources import scene_name  # noqa: E402
+from rotated_ddetr.inference.writers import FORMATS, assemble_task1, check_formats  # noqa: E402
 from rotated_ddetr.structures import AMP_MODES  # noqa: E402
 
 # `tiled_predict`'s options -> their flags, for the messages of `check_tiled_options`.
@@ -40,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by tools/train.py")
-    parser.add_argument("inputs", nargs="+", help="scene files, folders of scenes, or glob patterns")
+    parser.add_argument("inputs", nargs="+", help="scene files, folders of scenes, glob patterns, or URLs")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created; finished scenes skipped)")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default 1024)")
     parser.add_argument("--gap", type=int, default=200, help="overlap of neighbouring tiles in pixels (default 200)")
@@ -68,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                    nms_iou=args.nms_iou, score_threshold=args.score_threshold,
                    max_detections=args.max_dets)  # fmt: skip
     try:
-        if set(formats) - set(FORMATS):
-            raise ValueError(f"--formats: unknown {sorted(set(formats) - set(FORMATS))}; expected {FORMATS}")
+        check_formats(formats)  # unknown formats, gpkg without pyogrio: said now, not after the first scene
         check_tiled_options(**options, names=FLAGS)  # before any work: no process group, scene or checkpoint yet
         ctx = init_inference(args.device)
         scenes = list_scenes(args.inputs)
@@ -88,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rank {ctx.rank}: {done} scenes done, {skipped} done before, {len(failed)} failed")
     barrier(ctx)
     if ctx.is_main:
-        missing = assemble_task1(args.out, [p.stem for p in scenes], predictor.classes)
-        failed |= {p for p in scenes if p.stem in missing}
+        missing = assemble_task1(args.out, [scene_name(p) for p in scenes], predictor.classes)
+        failed |= {p for p in scenes if scene_name(p) in missing}
         print(f"Task1 files for {len(scenes) - len(missing)} scenes: {args.out}/Task1_{{class}}.txt")
-    for path in sorted(failed):
+    for path in sorted(failed, key=str):
         reason = report.failed.get(path, f"{path}: no result (see the log of its rank)")
         print(f"infer: failed: {reason}", file=sys.stderr)
     shutdown_distributed()

@@ -51,6 +51,6 @@ python tools/evaluate.py --dets "$out/detections" --labels "$out/scene/labelTxt"
 
 step "done"
 echo "  picture:       $out/detections/pictures/scene_00000.png"
-echo "  GeoJSON:       $out/detections/geojson/scene_00000.geojson (EPSG:32633 coordinates)"
+echo "  GeoJSON:       $out/detections/geojson/scene_00000.geojson (RFC 7946: WGS84 longitude/latitude)"
 echo "  Task1 files:   $out/detections/Task1_{class}.txt (per scene: $out/detections/scenes/)"
 echo "  checkpoint:    $out/run/checkpoint_last.pth (train longer: bash tools/quickstart.sh --minutes 30)"

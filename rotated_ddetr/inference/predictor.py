@@ -27,8 +27,15 @@ from rotated_ddetr.fileio import FileLock, check_writable_folder, remove_stale_t
 from rotated_ddetr.inference.merge import check_merge_options, merge_detections, tile_to_scene, touches_inner_edge
 from rotated_ddetr.inference.postprocess import Detections, check_postprocess_options, postprocess
 from rotated_ddetr.inference.scenes import SceneError, SceneReader, open_scene
+from rotated_ddetr.inference.sources import SceneSource, scene_name, scene_source
 from rotated_ddetr.inference.tiling import prefetch_batches
-from rotated_ddetr.inference.writers import scene_result_path, to_scene_result, write_scene_outputs
+from rotated_ddetr.inference.writers import (
+    OUTPUTS,
+    check_formats,
+    scene_result_path,
+    to_scene_result,
+    write_scene_outputs,
+)
 from rotated_ddetr.structures import autocast_dtype
 from rotated_ddetr.tiles import check_tiling, plan_tiles
 
@@ -85,8 +92,9 @@ def tiled_predict(
     """Detects objects in a scene of any size by tiling it the way the split tool tiles training scenes.
 
     Args:
-        image: (H, W, 3) uint8 array (RGB), an image path (PNG/JPG decoded whole; GeoTIFF/BigTIFF read window by
-            window, see `scenes.RasterScene`) or an open `SceneReader` (left open).
+        image: (H, W, 3) uint8 array (RGB), an image path (PNG/JPG decoded whole; GeoTIFF/BigTIFF/VRT read window
+            by window, see `scenes.RasterScene`), a remote raster (an URL string or GDAL /vsi path, read window by
+            window: `sources.py`) or an open `SceneReader` (left open).
         predict_tiles: list of (h, w, 3) uint8 RGB tiles -> one `Detections` per tile in that tile's pixels. Edge
             tiles can be smaller than `tile_size`; at rate 1 a tile is exactly the scene's pixels.
         tile_size: tile side in pixels of the resized scene, >= 1.
@@ -131,12 +139,12 @@ def tiled_predict(
 
 @dataclass
 class ScenesReport:
-    """What `predict_scenes` did: scene paths predicted, skipped as done (before, or meanwhile by another worker),
-    and failed (path -> message)."""
+    """What `predict_scenes` did: scenes (`sources.scene_source`: local `Path`s, remote URL strings) predicted,
+    skipped as done (before, or meanwhile by another worker), and failed (scene -> message)."""
 
-    done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: dict[Path, str] = field(default_factory=dict)
+    done: list[SceneSource] = field(default_factory=list)
+    skipped: list[SceneSource] = field(default_factory=list)
+    failed: dict[SceneSource, str] = field(default_factory=dict)
 
 
 def predict_scenes(
@@ -160,35 +168,41 @@ def predict_scenes(
     `failed`; the others still run.
 
     Args:
-        paths: scene files.
+        paths: scenes: local files, remote or virtual rasters (URL strings, /vsi paths), as `scenes.list_scenes`
+            gives them; each is named by `sources.scene_name`.
         predict_tiles: the detector (see `tiled_predict`).
         out: output folder.
         classes: class names indexed by the detector's labels.
-        formats: per-scene outputs besides the result file: "geojson", "png" ("dota" is always written).
+        formats: per-scene outputs besides the result file: "geojson" (RFC 7946), "geojson-crs", "gpkg", "png"
+            ("dota" is always written); checked before any scene (`writers.check_formats`).
         progress: a progress bar per scene.
         raster_options: `RasterScene` options (bands, percentiles, cache_mb).
         options: `tiled_predict` options (tile_size, gap, rates, batch_size, nms_iou, score_threshold, ...).
+
+    Raises:
+        ValueError: an unknown format, or gpkg without pyogrio (before any scene).
     """
+    check_formats(formats)
     report, held_elsewhere = ScenesReport(), []
     claims = check_writable_folder(Path(out) / "scenes")
-    for path in map(Path, paths):
-        if scene_result_path(out, path.stem).is_file():
+    for path in map(scene_source, paths):
+        if scene_result_path(out, scene_name(path)).is_file():
             report.skipped.append(path)
             continue
-        claim = try_lock(claims / f".{path.stem}.lock")
+        claim = try_lock(claims / f".{scene_name(path)}.lock")
         if claim is None:
             held_elsewhere.append(path)
             continue
         with claim:
             _predict_claimed(path, predict_tiles, out, classes, formats, progress, raster_options, options, report)
     for path in held_elsewhere:  # wait for the other worker; take the scene over if it ended without a result
-        with FileLock(claims / f".{path.stem}.lock", blocking=True):
+        with FileLock(claims / f".{scene_name(path)}.lock", blocking=True):
             _predict_claimed(path, predict_tiles, out, classes, formats, progress, raster_options, options, report)
     return report
 
 
 def _predict_claimed(
-    path: Path,
+    path: SceneSource,
     predict_tiles: PredictTiles,
     out: str | os.PathLike,
     classes: Sequence[str],
@@ -200,12 +214,13 @@ def _predict_claimed(
 ) -> None:
     """One claimed scene of `predict_scenes` (same arguments): skipped when done meanwhile, else predicted and
     written; the outcome goes into `report`."""
-    if scene_result_path(out, path.stem).is_file():
+    name = scene_name(path)
+    if scene_result_path(out, name).is_file():
         report.skipped.append(path)
         return
-    for folder, suffix in (("scenes", ".txt"), ("geojson", ".geojson"), ("pictures", ".png")):
+    for folder, suffix in (("scenes", ".txt"), *OUTPUTS.values()):
         if (Path(out) / folder).is_dir():
-            remove_stale_temporaries(Path(out) / folder, f".{glob.escape(path.stem + suffix)}.*.tmp")
+            remove_stale_temporaries(Path(out) / folder, f".{glob.escape(name + suffix)}.*.tmp")
     try:
         with open_scene(path, **(raster_options or {})) as reader:
             detections = tiled_predict(reader, predict_tiles, progress=progress, **options)

@@ -1,4 +1,5 @@
-"""Scenes for tiled inference: an array, an image file or a GeoTIFF/BigTIFF -> `SceneReader` -> window pixels.
+"""Scenes for tiled inference: an array, an image file, a GeoTIFF/BigTIFF/VRT or a remote raster (an URL, see
+`sources.py`) -> `SceneReader` -> window pixels.
 
 A reader gives the scene's `image_size` (height, width), georeferencing (CRS and affine transform) and, on demand,
 the (h, w, 3) uint8 RGB pixels of any window at any rate (resampled here), or a downscaled overview. Rasters are read
@@ -23,6 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from rotated_ddetr.images import ImageError, read_image
+from rotated_ddetr.inference.sources import SceneSource, gdal_path, is_remote, remote_options, scene_name, scene_source
 from rotated_ddetr.tiles import Tile, resized_size, source_window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # read window by window through rasterio (GDAL)
@@ -37,7 +39,7 @@ class SceneReader:
     """A scene whose windows are read on demand. Subclasses implement `_read_source` and `overview`.
 
     Attributes:
-        name: the scene's name (file stem); tile names and Task1 image names derive from it.
+        name: the scene's name (file or URL stem, `sources.scene_name`); tile and Task1 image names derive from it.
         image_size: (height, width) in pixels.
         crs: the `rasterio.crs.CRS` of a georeferenced raster, else None.
         transform: its `affine.Affine` pixel -> CRS transform (pixel (0, 0) is the top-left pixel's top-left corner,
@@ -162,17 +164,21 @@ class ImageFileScene(ArrayScene):
 
 
 class RasterScene(SceneReader):
-    """A raster file (GeoTIFF, BigTIFF, VRT, JP2, ...) read window by window through rasterio.
+    """A raster (GeoTIFF, BigTIFF, VRT, JP2, ...) read window by window through rasterio: a local file, or a remote
+    or virtual one (`https://`, `s3://`, `/vsicurl/...`: `sources.py`), fetched block range by block range.
 
     Bands: `bands` (1-based), else the red/green/blue bands where the colour interpretation names them, else the
     first three; a single band is repeated as grey. Non-uint8 data (uint16, int16, float) is stretched linearly to
     0..255 between per-band `percentiles` of the valid pixels, estimated once from a decimated read of at most
     `stats_side` pixels a side (bounded memory). Pixels where every selected band equals the nodata value, or the
     alpha band (or internal mask) is 0, are invalid: set to 0 and, where a whole tile is invalid, skipped. GDAL's
-    block cache is capped at `cache_mb` while the reader is open.
+    block cache is capped at `cache_mb` while the reader is open; remote reads use `sources.remote_options`.
+
+    Attributes:
+        path: the source: a `Path`, or the URL / virtual path as given (a string).
 
     Raises:
-        SceneError: the file cannot be opened (missing, corrupt) or `bands` do not exist.
+        SceneError: the file cannot be opened (missing, unreachable, corrupt) or `bands` do not exist.
     """
 
     def __init__(
@@ -183,13 +189,14 @@ class RasterScene(SceneReader):
         cache_mb: int = 256,
         stats_side: int = 1024,
     ) -> None:
-        self.path, self.name = Path(path), Path(path).stem
+        self.path: SceneSource = scene_source(path)
+        self.name = scene_name(self.path)
         self._stack = contextlib.ExitStack()
         try:
-            self._stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20))
+            self._stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20, **remote_options(self.path)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._ds = self._stack.enter_context(rasterio.open(self.path))
+                self._ds = self._stack.enter_context(rasterio.open(gdal_path(self.path)))
             self._setup(bands)
             self._limits = None if self._ds.dtypes[0] == "uint8" else self._stretch_limits(percentiles, stats_side)
         except (RasterioError, ValueError, IndexError) as error:
@@ -278,19 +285,22 @@ class RasterScene(SceneReader):
 
 
 def open_scene(image: np.ndarray | str | os.PathLike | SceneReader, **raster_options) -> SceneReader:
-    """A `SceneReader` for an (H, W, 3) uint8 array, an image path (by suffix) or an already open reader.
+    """A `SceneReader` for an (H, W, 3) uint8 array, an image path (by suffix), a remote or virtual raster (an URL
+    string or GDAL /vsi path, `sources.is_remote`: always a `RasterScene`) or an already open reader.
 
     Args:
         image: the scene; a `SceneReader` is returned as it is.
         raster_options: `RasterScene` options for raster files (bands, percentiles, cache_mb, stats_side).
 
     Raises:
-        SceneError: the file is missing, corrupt, truncated or of an unknown suffix.
+        SceneError: the file is missing, unreachable, corrupt, truncated or of an unknown suffix.
     """
     if isinstance(image, SceneReader):
         return image
     if isinstance(image, np.ndarray):
         return ArrayScene(image)
+    if is_remote(image):
+        return RasterScene(image, **raster_options)
     path = Path(image)
     suffix = path.suffix.lower()
     if not path.is_file():
@@ -302,16 +312,22 @@ def open_scene(image: np.ndarray | str | os.PathLike | SceneReader, **raster_opt
     raise SceneError(f"{path}: unknown image suffix {suffix!r} (expected one of {RASTER_SUFFIXES + OPENCV_SUFFIXES})")
 
 
-def list_scenes(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """The scene files named by files, folders (their images, not recursively) and glob patterns, in order.
+def list_scenes(inputs: Sequence[str | os.PathLike]) -> list[SceneSource]:
+    """The scenes named by files, folders (their images, not recursively), glob patterns and remote or virtual
+    rasters (URL strings and /vsi paths, passed through as strings: no glob, no stat; opening tells whether they
+    exist), in order.
 
     Raises:
-        SceneError: an input matches nothing, or two scenes share a file stem (their results would collide).
+        SceneError: a local input matches nothing, or two scenes share a name (`sources.scene_name`: their results
+            would collide).
     """
     suffixes = RASTER_SUFFIXES + OPENCV_SUFFIXES
-    paths: list[Path] = []
-    for item in map(str, inputs):
-        if Path(item).is_dir():
+    paths: list[SceneSource] = []
+    for source in inputs:
+        item = os.fspath(source)
+        if is_remote(source):
+            found: list[SceneSource] = [item]
+        elif Path(item).is_dir():
             found = sorted(p for p in Path(item).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
         elif glob.has_magic(item):
             found = sorted(Path(p) for p in glob.glob(item) if os.path.isfile(p))
@@ -320,8 +336,8 @@ def list_scenes(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         if not found:
             raise SceneError(f"{item}: no such file, or no scene files found there")
         paths += [p for p in found if p not in paths]
-    stems = [p.stem for p in paths]
+    stems = [scene_name(p) for p in paths]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
-        raise SceneError(f"several scenes share the names {clashes[:5]} (results are named by file stem)")
+        raise SceneError(f"several scenes share the names {clashes[:5]} (results are named by file or URL stem)")
     return paths

@@ -1,15 +1,13 @@
 """Writers of tiled-inference results: a scene's merged `Detections` -> files, the last stage before evaluation.
 
 Per scene: a DOTA-style result file (`scenes/{name}.txt`, format in `rotated_ddetr.data.dota`; it also marks the
-scene done), a GeoJSON FeatureCollection (pixel or CRS coordinates) and a picture with the boxes in class colours;
-over all scenes: DOTA Task1 submission files (`Task1_{class}.txt`, through `rotated_ddetr.data.dota.write_task1`).
-Every file is written atomically (`rotated_ddetr.fileio`).
+scene done), GIS files (`gis.py`: RFC 7946 GeoJSON in WGS84, GeoJSON in the raster's CRS, a GeoPackage) and a picture
+with the boxes in class colours; over all scenes: DOTA Task1 submission files (`Task1_{class}.txt`, through
+`rotated_ddetr.data.dota.write_task1`). Every file is written atomically (`rotated_ddetr.fileio`).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,11 +17,15 @@ import numpy as np
 
 from rotated_ddetr.boxes import rboxes_to_polygons
 from rotated_ddetr.data.dota import SceneResult, Task1Detections, read_scene_result, write_scene_result, write_task1
-from rotated_ddetr.fileio import atomic_write_bytes, atomic_write_text
+from rotated_ddetr.fileio import atomic_write_bytes
+from rotated_ddetr.inference.gis import GPKG_MISSING, check_gpkg_support, write_geojson, write_geojson_crs, write_gpkg
 from rotated_ddetr.inference.postprocess import Detections
 from rotated_ddetr.inference.scenes import SceneReader
 
-FORMATS = ("dota", "geojson", "png")
+# Per-scene outputs besides the result file: format -> (folder under the output folder, file suffix).
+OUTPUTS = {"geojson": ("geojson", ".geojson"), "geojson-crs": ("geojson-crs", ".geojson"), "gpkg": ("gpkg", ".gpkg"),
+           "png": ("pictures", ".png")}  # fmt: skip
+FORMATS = ("dota", *OUTPUTS)
 # Distinct colours (RGB) for class indices, cycled: the tab20 palette's strong half, then its light half.
 _PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
@@ -48,6 +50,28 @@ def scene_result_path(out: str | os.PathLike, name: str) -> Path:
     return Path(out) / "scenes" / f"{name}.txt"
 
 
+def scene_output_path(out: str | os.PathLike, fmt: str, name: str) -> Path:
+    """The file of output format `fmt` (a key of `OUTPUTS`) for scene `name`: `out/{folder}/{name}{suffix}`."""
+    folder, suffix = OUTPUTS[fmt]
+    return Path(out) / folder / f"{name}{suffix}"
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Refuses output formats before any work: an unknown one, or "gpkg" without pyogrio installed.
+
+    Raises:
+        ValueError: one line naming the problem (and, for gpkg, what to install).
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown output formats {sorted(unknown)}; expected some of {FORMATS}")
+    if "gpkg" in formats:
+        try:
+            check_gpkg_support()
+        except ImportError:
+            raise ValueError(GPKG_MISSING) from None
+
+
 def write_task1_results(folder: str | os.PathLike, results: Mapping[str, SceneResult], classes: Sequence[str]) -> None:
     """Writes `Task1_{class}.txt` for every class of `classes` (empty files included) over all scenes.
 
@@ -62,58 +86,6 @@ def write_task1_results(folder: str | os.PathLike, results: Mapping[str, SceneRe
         polygons = np.concatenate([r.polygons[mask] for _, r, mask in rows]) if rows else np.zeros((0, 8))
         per_class[name] = Task1Detections(images, scores, polygons)
     write_task1(folder, per_class)
-
-
-def _ring(points: np.ndarray) -> list[list[float]]:
-    """A closed, counter-clockwise GeoJSON ring (RFC 7946) from (4, 2) points."""
-    x, y = points[:, 0], points[:, 1]
-    if np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) < 0:  # shoelace: negative = clockwise
-        points = points[::-1]
-    return [[float(px), float(py)] for px, py in (*points, points[0])]
-
-
-def geojson_collection(result: SceneResult, name: str, crs=None, transform=None) -> dict:
-    """A GeoJSON FeatureCollection of a scene's boxes, one Polygon feature each.
-
-    Args:
-        result: the scene's detections.
-        name: the scene's name (a top-level "name" member).
-        crs: a `rasterio.crs.CRS`; with it, geometries are in its coordinates through `transform` and the CRS is
-            recorded ("crs" member, as GDAL writes it); without it, geometries are in pixel coordinates.
-        transform: the raster's `affine.Affine` pixel -> CRS transform (pixel (0, 0) = top-left pixel corner).
-            CRS coordinates are rounded to about 0.01 pixel (the precision of the pixel polygons).
-
-    Returns:
-        The collection; properties per feature: "class", "score" and, when georeferenced, "pixel_polygon".
-    """
-    geographic = crs is not None and transform is not None
-    if geographic:  # CRS coordinates to about 0.01 pixel, as the pixel polygons
-        pixel = max(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
-        decimals = max(0, math.ceil(-math.log10(pixel / 100))) if pixel > 0 else 9
-    features = []
-    for polygon, cls, score in zip(result.polygons, result.classes, result.scores.tolist(), strict=True):
-        pixels = polygon.reshape(4, 2)
-        properties: dict = {"class": cls, "score": score}
-        points = pixels
-        if geographic:
-            a, b, c, d, e, f = transform[:6]
-            points = np.stack((a * pixels[:, 0] + b * pixels[:, 1] + c, d * pixels[:, 0] + e * pixels[:, 1] + f), 1)
-            points = np.round(points, decimals)
-            properties["pixel_polygon"] = _ring(pixels)
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_ring(points)]},
-                         "properties": properties})  # fmt: skip
-    collection: dict = {"type": "FeatureCollection", "name": name, "coordinates": "crs" if geographic else "pixel"}
-    if geographic:
-        epsg = crs.to_epsg()
-        crs_name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg is not None else crs.to_wkt()
-        collection["crs"] = {"type": "name", "properties": {"name": crs_name}}
-    collection["features"] = features
-    return collection
-
-
-def write_geojson(path: str | os.PathLike, result: SceneResult, name: str, crs=None, transform=None) -> None:
-    """Writes `geojson_collection(result, name, crs, transform)` to `path` as compact JSON."""
-    atomic_write_text(path, json.dumps(geojson_collection(result, name, crs, transform)) + "\n")
 
 
 def class_colour(index: int) -> tuple[int, int, int]:
@@ -161,17 +133,21 @@ def write_picture(
 def write_scene_outputs(
     out: str | os.PathLike, reader: SceneReader, result: SceneResult, classes: Sequence[str], formats: Sequence[str]
 ) -> None:
-    """Writes a scene's files under `out`: `geojson/{name}.geojson`, `pictures/{name}.png` as `formats` asks, then
-    `scenes/{name}.txt` (always, last: it marks the scene done)."""
-    unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown output formats {sorted(unknown)}; expected some of {FORMATS}")
-    out = Path(out)
+    """Writes a scene's files under `out` as `formats` asks (`check_formats`; paths from `scene_output_path`):
+    `geojson/{name}.geojson` (RFC 7946: WGS84 lon/lat), `geojson-crs/{name}.geojson` (the raster's CRS),
+    `gpkg/{name}.gpkg` (a GeoPackage layer in the raster's CRS), `pictures/{name}.png`; then `scenes/{name}.txt`
+    (always, last: it marks the scene done). Scenes without a CRS get pixel coordinates (see `gis.py`)."""
+    check_formats(formats)
+    name, georeferencing = reader.name, (reader.crs, reader.transform)
     if "geojson" in formats:
-        write_geojson(out / "geojson" / f"{reader.name}.geojson", result, reader.name, reader.crs, reader.transform)
+        write_geojson(scene_output_path(out, "geojson", name), result, name, *georeferencing)
+    if "geojson-crs" in formats:
+        write_geojson_crs(scene_output_path(out, "geojson-crs", name), result, name, *georeferencing)
+    if "gpkg" in formats:
+        write_gpkg(scene_output_path(out, "gpkg", name), result, name, *georeferencing)
     if "png" in formats:
-        write_picture(out / "pictures" / f"{reader.name}.png", reader, result, classes)
-    write_scene_result(scene_result_path(out, reader.name), result)
+        write_picture(scene_output_path(out, "png", name), reader, result, classes)
+    write_scene_result(scene_result_path(out, name), result)
 
 
 def assemble_task1(out: str | os.PathLike, names: Sequence[str], classes: Sequence[str]) -> list[str]:

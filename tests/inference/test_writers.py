@@ -1,5 +1,6 @@
-"""Writers: GeoJSON coordinates for a known geotransform (by hand), DOTA result and Task1 files (round trip, ready for
-evaluation), the picture, and predict_scenes: corrupt or truncated scenes fail alone, finished scenes are skipped."""
+"""Writers: GeoJSON in the raster's CRS for a known geotransform (by hand), DOTA result and Task1 files (round trip,
+ready for evaluation), the picture, and predict_scenes: corrupt or truncated scenes fail alone, finished scenes are
+skipped. RFC 7946 GeoJSON and GeoPackage: tests/inference/test_gis.py."""
 
 import json
 import math
@@ -15,14 +16,13 @@ from rasterio.transform import Affine
 from rotated_ddetr.data.dota import SceneResult, read_scene_result, read_task1, write_scene_result
 from rotated_ddetr.evaluation import eval_dota
 from rotated_ddetr.inference import ArrayScene, Detections
+from rotated_ddetr.inference.gis import geojson_crs_collection, write_geojson_crs
 from rotated_ddetr.inference.predictor import predict_scenes
 from rotated_ddetr.inference.writers import (
     assemble_task1,
     class_colour,
-    geojson_collection,
     scene_result_path,
     to_scene_result,
-    write_geojson,
     write_picture,
     write_task1_results,
 )
@@ -37,9 +37,9 @@ def _result():
     return to_scene_result(dets, CLASSES)
 
 
-def test_geojson_geographic_coordinates_by_hand(tmp_path):
+def test_geojson_crs_coordinates_by_hand(tmp_path):
     transform = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)  # 0.5 m pixels, north up, corner at (1000, 2000)
-    collection = geojson_collection(_result(), "scene", CRS.from_epsg(32633), transform)
+    collection = geojson_crs_collection(_result(), "scene", CRS.from_epsg(32633), transform)
     assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
     first = collection["features"][0]
     assert first["properties"]["class"] == "ship" and first["properties"]["score"] == pytest.approx(0.9)
@@ -54,12 +54,12 @@ def test_geojson_geographic_coordinates_by_hand(tmp_path):
     # Corners (95, 30) .. (105, 70): x 1047.5 .. 1052.5, y 1985 .. 1965 (float32 angle: 1e-6 m tolerance).
     expected = [(1047.5, 1965.0), (1047.5, 1985.0), (1052.5, 1965.0), (1052.5, 1985.0)]
     np.testing.assert_allclose(sorted(map(tuple, np.round(second[:4], 6))), expected, atol=1e-6, rtol=0)
-    write_geojson(tmp_path / "s.geojson", _result(), "scene", CRS.from_epsg(32633), transform)
+    write_geojson_crs(tmp_path / "s.geojson", _result(), "scene", CRS.from_epsg(32633), transform)
     assert json.loads((tmp_path / "s.geojson").read_text()) == json.loads(json.dumps(collection))
 
 
-def test_geojson_in_pixels_without_crs():
-    collection = geojson_collection(_result(), "plain")
+def test_geojson_crs_in_pixels_without_crs():
+    collection = geojson_crs_collection(_result(), "plain")
     assert "crs" not in collection and collection["coordinates"] == "pixel"
     ring = collection["features"][0]["geometry"]["coordinates"][0]
     assert {tuple(p) for p in ring} == {(10, 20), (30, 20), (30, 40), (10, 40)}
@@ -113,13 +113,13 @@ def test_predict_scenes_survives_corrupt_inputs_and_resumes(tmp_path, dota_sampl
     paths = [good, cut, tmp_path / "in" / "geo.tif"]
     out = tmp_path / "out"
     report = predict_scenes(
-        paths, _detector, out, CLASSES, formats=("geojson", "png"), progress=False, tile_size=512, gap=100
+        paths, _detector, out, CLASSES, formats=("geojson-crs", "png"), progress=False, tile_size=512, gap=100
     )
     assert report.done == [good, paths[2]] and list(report.failed) == [cut]
     assert "truncated PNG" in report.failed[cut]
     assert sorted(p.name for p in (out / "scenes").iterdir()) == ["geo.txt", "good.txt"]
-    assert (out / "pictures" / "geo.png").is_file() and (out / "geojson" / "good.geojson").is_file()
-    geo = json.loads((out / "geojson" / "geo.geojson").read_text())
+    assert (out / "pictures" / "geo.png").is_file() and (out / "geojson-crs" / "good.geojson").is_file()
+    geo = json.loads((out / "geojson-crs" / "geo.geojson").read_text())
     assert geo["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::4326" and len(geo["features"]) == 4
     missing = assemble_task1(out, ["good", "cut", "geo"], CLASSES)
     assert missing == ["cut"] and read_task1(out)["plane"].image_names == ["good"] * 4 + ["geo"] * 4
