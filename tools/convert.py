@@ -16,25 +16,26 @@ with --lenient it is skipped, counted and listed on stderr. Difficult flags beco
 """
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rotated_ddetr.data.convert.class_names import read_class_names  # noqa: E402
+from rotated_ddetr.data.convert.coco_rotated import read_coco_rotated, write_coco_rotated  # noqa: E402
 from rotated_ddetr.data.convert.common import write_dota_dataset  # noqa: E402
+from rotated_ddetr.data.convert.xml_datasets import read_dior_r, read_fair1m, read_hrsc2016  # noqa: E402
+from rotated_ddetr.data.convert.yolo_obb import read_yolo_obb, write_yolo_obb  # noqa: E402
 from rotated_ddetr.images import plain_message  # noqa: E402
 
-PACKAGE = "rotated_ddetr.data.convert"
-READERS = {  # --from choice: (module, reader); each reader is read_X(images, labels, classes, lenient)
-    "yolo-obb": ("yolo_obb", "read_yolo_obb"),
-    "dior-r": ("xml_datasets", "read_dior_r"),
-    "hrsc2016": ("xml_datasets", "read_hrsc2016"),
-    "fair1m": ("xml_datasets", "read_fair1m"),
-    "coco-rotated": ("coco_rotated", "read_coco_rotated"),
+READERS = {  # --from choice -> read_X(images, labels, classes, lenient) -> (samples, report)
+    "yolo-obb": read_yolo_obb,
+    "dior-r": read_dior_r,
+    "hrsc2016": read_hrsc2016,
+    "fair1m": read_fair1m,
+    "coco-rotated": read_coco_rotated,
 }
-WRITERS = {"yolo-obb": ("yolo_obb", "write_yolo_obb"), "coco-rotated": ("coco_rotated", "write_coco_rotated")}
+WRITERS = {"yolo-obb": write_yolo_obb, "coco-rotated": write_coco_rotated}  # --to choice -> write_X(src, dst, ...)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,38 +67,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load(module: str, name: str, choice: str):
-    """The converter `name` of `rotated_ddetr.data.convert.{module}`, imported only when its format is chosen."""
-    try:
-        return getattr(importlib.import_module(f"{PACKAGE}.{module}"), name)
-    except ModuleNotFoundError as error:
-        if error.name != f"{PACKAGE}.{module}":
-            raise RuntimeError(f"{choice} needs the package {error.name!r}, which is not installed") from None
-        raise RuntimeError(f"{choice} needs {PACKAGE}.{module}, which this installation lacks") from None
-    except AttributeError:
-        raise RuntimeError(f"{choice} needs {PACKAGE}.{module}.{name}, which this installation lacks") from None
-
-
 def convert(args: argparse.Namespace):
     """Runs the conversion the arguments ask for; returns its ConversionReport."""
     classes = read_class_names(args.classes) if args.classes is not None else None
     if args.source:
-        reader = load(*READERS[args.source], f"--from {args.source}")
+        reader = READERS[args.source]
         if not args.labels.exists():
             raise FileNotFoundError(f"{args.labels}: no such file or folder (--labels)")
         samples, report = reader(args.images, args.labels, classes, lenient=args.lenient)
         return write_dota_dataset(samples, args.dst, copy=args.copy, report=report)
     if not args.src.is_dir():
         raise FileNotFoundError(f"{args.src}: no such folder (--src)")
-    writer = load(*WRITERS[args.target], f"--to {args.target}")
-    return writer(args.src, args.dst, classes, copy=args.copy, lenient=args.lenient)
+    return WRITERS[args.target](args.src, args.dst, classes, copy=args.copy, lenient=args.lenient)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = convert(args)
-    except (OSError, ValueError, RuntimeError) as error:  # ConvertError, DotaFormatError, ImageError are ValueErrors
+    except (OSError, ValueError) as error:  # ConvertError, DotaFormatError, ImageError are ValueErrors
         print(f"convert: error: {plain_message(error)}", file=sys.stderr)
         return 1
     for message in report.skipped:
