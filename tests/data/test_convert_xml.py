@@ -6,28 +6,16 @@ import math
 import runpy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from rotated_ddetr.data.convert.common import ConvertError
 from rotated_ddetr.data.convert.xml_datasets import read_dior_r, read_fair1m, read_hrsc2016
+from tests.stand_ins import write_image, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = runpy.run_path(str(ROOT / "tools" / "convert.py"))["main"]
 S3 = math.sqrt(3.0)
-
-
-def _image(path: Path, width: int, height: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), np.full((height, width, 3), 90, dtype=np.uint8))
-    return path
-
-
-def _text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 _DIOR_CORNERS = ("x_left_top", "y_left_top", "x_right_top", "y_right_top", "x_right_bottom", "y_right_bottom",
@@ -84,9 +72,9 @@ FORMATS = {  # --from choice: (reader, image suffix, file wrapper, a good object
 
 
 def test_dior_r_by_hand(tmp_path: Path):
-    _image(tmp_path / "images" / "00001.jpg", 64, 48)
-    _image(tmp_path / "images" / "00002.jpg", 32, 32)  # no XML: no objects, as many DIOR-R images
-    _text(tmp_path / "labels" / "00001.xml", _dior_xml(
+    write_image(tmp_path / "images" / "00001.jpg", 64, 48)
+    write_image(tmp_path / "images" / "00002.jpg", 32, 32)  # no XML: no objects, as many DIOR-R images
+    write_text(tmp_path / "labels" / "00001.xml", _dior_xml(
         _dior_object(),
         _dior_object("Expressway-Service-area", "1", (30.5, 2, 60, 17.25, 45, 47, 15.5, 31.75))))  # fmt: skip
     samples, report = read_dior_r(tmp_path / "images", tmp_path / "labels")
@@ -104,8 +92,8 @@ def test_dior_r_by_hand(tmp_path: Path):
 
 
 def test_hrsc2016_by_hand(tmp_path: Path):
-    _image(tmp_path / "AllImages" / "100000001.bmp", 64, 48)
-    _text(tmp_path / "Annotations" / "100000001.xml", _hrsc_xml(
+    write_image(tmp_path / "AllImages" / "100000001.bmp", 64, 48)
+    write_text(tmp_path / "Annotations" / "100000001.xml", _hrsc_xml(
         _hrsc_object(),
         _hrsc_object("50", "40", "30", "10", "1.5707963267948966", "1")))  # fmt: skip
     samples, report = read_hrsc2016(tmp_path / "AllImages", tmp_path / "Annotations")
@@ -127,8 +115,8 @@ def test_hrsc2016_by_hand(tmp_path: Path):
 
 
 def test_fair1m_by_hand(tmp_path: Path):
-    _image(tmp_path / "images" / "1.tif", 64, 48)
-    _text(tmp_path / "labelXml" / "1.xml", _fair1m_xml(
+    write_image(tmp_path / "images" / "1.tif", 64, 48)
+    write_text(tmp_path / "labelXml" / "1.xml", _fair1m_xml(
         _fair1m_object(),
         _fair1m_object("Small Car", ("30.5, 2.0", "60.0, 17.25", "45.0, 47.0", "15.5, 31.75", "30.5, 2"))))  # fmt: skip
     samples, report = read_fair1m(tmp_path / "images", tmp_path / "labelXml")
@@ -173,8 +161,8 @@ def test_fair1m_by_hand(tmp_path: Path):
 )  # fmt: skip
 def test_malformed_objects(tmp_path: Path, fmt: str, bad: str, classes, expected: str):
     reader, suffix, wrap, good = FORMATS[fmt]
-    _image(tmp_path / "images" / f"a{suffix}", 64, 48)
-    _text(tmp_path / "labels" / "a.xml", wrap(good, bad))
+    write_image(tmp_path / "images" / f"a{suffix}", 64, 48)
+    write_text(tmp_path / "labels" / "a.xml", wrap(good, bad))
     with pytest.raises(ConvertError, match=expected):
         reader(tmp_path / "images", tmp_path / "labels", classes)
     samples, report = reader(tmp_path / "images", tmp_path / "labels", classes, lenient=True)
@@ -198,9 +186,9 @@ def test_malformed_objects(tmp_path: Path, fmt: str, bad: str, classes, expected
 )  # fmt: skip
 def test_malformed_files(tmp_path: Path, fmt: str, text: str, expected: str):
     reader, suffix, _, _ = FORMATS[fmt]
-    _image(tmp_path / "images" / f"a{suffix}", 64, 48)
-    _image(tmp_path / "images" / f"b{suffix}", 64, 48)
-    _text(tmp_path / "labels" / "a.xml", text)
+    write_image(tmp_path / "images" / f"a{suffix}", 64, 48)
+    write_image(tmp_path / "images" / f"b{suffix}", 64, 48)
+    write_text(tmp_path / "labels" / "a.xml", text)
     with pytest.raises(ConvertError, match=expected):
         reader(tmp_path / "images", tmp_path / "labels")
     samples, report = reader(tmp_path / "images", tmp_path / "labels", lenient=True)
@@ -208,13 +196,13 @@ def test_malformed_files(tmp_path: Path, fmt: str, text: str, expected: str):
 
 
 def test_not_utf8_orphans_and_bad_images(tmp_path: Path):
-    _image(tmp_path / "images" / "a.jpg", 64, 48)
+    write_image(tmp_path / "images" / "a.jpg", 64, 48)
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "a.xml").write_bytes(_dior_xml(_dior_object("h\xe4fen")).encode("latin-1"))
     with pytest.raises(ConvertError, match=r"a\.xml: not UTF-8 text \(expected a DIOR-R XML file\)"):
         read_dior_r(tmp_path / "images", tmp_path / "labels")
-    _text(tmp_path / "labels" / "a.xml", _dior_xml(_dior_object()))
-    _text(tmp_path / "labels" / "c.xml", _dior_xml(_dior_object()))  # no image c.*
+    write_text(tmp_path / "labels" / "a.xml", _dior_xml(_dior_object()))
+    write_text(tmp_path / "labels" / "c.xml", _dior_xml(_dior_object()))  # no image c.*
     with pytest.raises(ConvertError, match=r"c\.xml: no image c\.\* in "):
         read_dior_r(tmp_path / "images", tmp_path / "labels")
     (tmp_path / "images" / "d.jpg").write_bytes(b"\xff\xd8\xff")  # a truncated JPEG
@@ -226,9 +214,9 @@ def test_not_utf8_orphans_and_bad_images(tmp_path: Path):
 
 
 def test_tool_fair1m_and_hrsc_to_dota(tmp_path: Path, capsys):
-    _image(tmp_path / "f" / "images" / "1.tif", 64, 48)
-    _image(tmp_path / "f" / "images" / "2.tif", 64, 48)
-    _text(tmp_path / "f" / "labelXml" / "1.xml", _fair1m_xml(_fair1m_object(), _fair1m_object("Small Car")))
+    write_image(tmp_path / "f" / "images" / "1.tif", 64, 48)
+    write_image(tmp_path / "f" / "images" / "2.tif", 64, 48)
+    write_text(tmp_path / "f" / "labelXml" / "1.xml", _fair1m_xml(_fair1m_object(), _fair1m_object("Small Car")))
     argv = ["--from", "fair1m", "--images", str(tmp_path / "f" / "images"), "--labels",
             str(tmp_path / "f" / "labelXml"), "--dst", str(tmp_path / "d")]  # fmt: skip
     assert TOOL(argv) == 0
@@ -236,7 +224,7 @@ def test_tool_fair1m_and_hrsc_to_dota(tmp_path: Path, capsys):
     labels = (tmp_path / "d" / "labelTxt" / "1.txt").read_text()
     assert labels == "10 20 50 20 50 40 10 40 Boeing737 0\n10 20 50 20 50 40 10 40 Small-Car 0\n"
     assert (tmp_path / "d" / "labelTxt" / "2.txt").read_text() == ""
-    _text(tmp_path / "classes.txt", "Boeing737\n")
+    write_text(tmp_path / "classes.txt", "Boeing737\n")
     assert TOOL([*argv, "--classes", str(tmp_path / "classes.txt")]) == 1
     assert capsys.readouterr().err == (
         f"convert: error: {tmp_path / 'f' / 'labelXml' / '1.xml'}: object 2: class 'Small-Car' is not in the class "
@@ -245,9 +233,9 @@ def test_tool_fair1m_and_hrsc_to_dota(tmp_path: Path, capsys):
     assert TOOL([*argv, "--classes", str(tmp_path / "classes.txt"), "--lenient"]) == 0
     captured = capsys.readouterr()
     assert "converted 2 images, 1 objects, 1 skipped" in captured.out and "convert: skipped: " in captured.err
-    _image(tmp_path / "h" / "AllImages" / "100000001.bmp", 64, 48)
+    write_image(tmp_path / "h" / "AllImages" / "100000001.bmp", 64, 48)
     ship = _hrsc_object("50", "40", "30", "10", "1.5707963267948966", "1")
-    _text(tmp_path / "h" / "Annotations" / "100000001.xml", _hrsc_xml(ship))
+    write_text(tmp_path / "h" / "Annotations" / "100000001.xml", _hrsc_xml(ship))
     assert TOOL(["--from", "hrsc2016", "--images", str(tmp_path / "h" / "AllImages"), "--labels",
                  str(tmp_path / "h" / "Annotations"), "--dst", str(tmp_path / "d2")]) == 0  # fmt: skip
     values = (tmp_path / "d2" / "labelTxt" / "100000001.txt").read_text().split()

@@ -7,7 +7,6 @@ import math
 import runpy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
@@ -17,31 +16,20 @@ from rotated_ddetr.data.convert.coco_rotated import read_coco_rotated, write_coc
 from rotated_ddetr.data.convert.common import ConvertError, write_dota_dataset
 from rotated_ddetr.data.convert.yolo_obb import read_yolo_obb, write_yolo_obb
 from rotated_ddetr.data.dota import DotaLabels, read_dota_labels, write_dota_labels
+from tests.stand_ins import write_image, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = runpy.run_path(str(ROOT / "tools" / "convert.py"))["main"]
 S3 = math.sqrt(3.0)
 
 
-def _image(path: Path, width: int, height: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), np.full((height, width, 3), 90, dtype=np.uint8))
-    return path
-
-
-def _text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture
 def yolo(tmp_path: Path) -> Path:
     """images/a.png (200 x 100 px) with two objects, images/b.png (64 x 64 px) without a label file."""
-    _image(tmp_path / "images" / "a.png", 200, 100)
-    _image(tmp_path / "images" / "b.png", 64, 64)
-    _text(tmp_path / "labels" / "a.txt", "0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n\n1 0.5 0 1 0 1 1 0.5 1\n")
-    _text(tmp_path / "classes.txt", "plane\nship\n")
+    write_image(tmp_path / "images" / "a.png", 200, 100)
+    write_image(tmp_path / "images" / "b.png", 64, 64)
+    write_text(tmp_path / "labels" / "a.txt", "0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n\n1 0.5 0 1 0 1 1 0.5 1\n")
+    write_text(tmp_path / "classes.txt", "plane\nship\n")
     return tmp_path
 
 
@@ -59,20 +47,20 @@ def test_yolo_lines_by_hand(yolo: Path):
 
 
 def test_class_name_files(tmp_path: Path):
-    listed = _text(tmp_path / "list.yaml", "path: x\nnames: [plane, storage tank]\n")
-    mapped = _text(tmp_path / "map.yml", "names:\n  0: plane\n  1: ship\n  2: 'storage  tank'\n")
-    lines = _text(tmp_path / "names.txt", "plane\r\nship\r\n\r\n")
+    listed = write_text(tmp_path / "list.yaml", "path: x\nnames: [plane, storage tank]\n")
+    mapped = write_text(tmp_path / "map.yml", "names:\n  0: plane\n  1: ship\n  2: 'storage  tank'\n")
+    lines = write_text(tmp_path / "names.txt", "plane\r\nship\r\n\r\n")
     assert read_class_names(listed) == ["plane", "storage-tank"]  # one DOTA token per name
     assert read_class_names(mapped) == ["plane", "ship", "storage-tank"]
     assert read_class_names(lines) == ["plane", "ship"]  # trailing blank lines ignored
     with pytest.raises(ConvertError, match=r"gap\.yaml:names: expected the ids 0\.\.1, got \['0', '2'\]"):
-        read_class_names(_text(tmp_path / "gap.yaml", "names: {0: a, 2: b}\n"))
+        read_class_names(write_text(tmp_path / "gap.yaml", "names: {0: a, 2: b}\n"))
     with pytest.raises(ConvertError, match=r"blank\.txt:2: empty class name"):
-        read_class_names(_text(tmp_path / "blank.txt", "a\n\nb\n"))
+        read_class_names(write_text(tmp_path / "blank.txt", "a\n\nb\n"))
     with pytest.raises(ConvertError, match=r"twice\.txt:3: class 'a' repeats id 0"):
-        read_class_names(_text(tmp_path / "twice.txt", "a\nb\na\n"))
+        read_class_names(write_text(tmp_path / "twice.txt", "a\nb\na\n"))
     with pytest.raises(ConvertError, match=r"bad\.yaml:2: not valid YAML"):
-        read_class_names(_text(tmp_path / "bad.yaml", "names:\n\t- a\n"))
+        read_class_names(write_text(tmp_path / "bad.yaml", "names:\n\t- a\n"))
 
 
 @pytest.mark.parametrize(
@@ -87,7 +75,7 @@ def test_class_name_files(tmp_path: Path):
     ],
 )  # fmt: skip
 def test_malformed_yolo_lines(yolo: Path, line: str, expected: str):
-    _text(yolo / "labels" / "a.txt", f"0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n{line}\n")
+    write_text(yolo / "labels" / "a.txt", f"0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n{line}\n")
     with pytest.raises(ConvertError, match=expected):
         read_yolo_obb(yolo / "images", yolo / "labels", ["plane", "ship"])
     samples, report = read_yolo_obb(yolo / "images", yolo / "labels", ["plane", "ship"], lenient=True)
@@ -96,8 +84,8 @@ def test_malformed_yolo_lines(yolo: Path, line: str, expected: str):
 
 
 def test_yolo_label_without_image(yolo: Path):
-    _text(yolo / "labels" / "c.txt", "0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n")
-    _text(yolo / "labels" / "classes.txt", "plane\nship\n")  # labelImg's class list is no label file
+    write_text(yolo / "labels" / "c.txt", "0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n")
+    write_text(yolo / "labels" / "classes.txt", "plane\nship\n")  # labelImg's class list is no label file
     with pytest.raises(ConvertError, match=r"c\.txt: no image c\.\* in "):
         read_yolo_obb(yolo / "images", yolo / "labels", ["plane", "ship"])
     samples, report = read_yolo_obb(yolo / "images", yolo / "labels", ["plane", "ship"], lenient=True)
@@ -109,9 +97,9 @@ def dota(tmp_path: Path) -> Path:
     """A DOTA root: p1.png (300 x 200 px) with general quadrilaterals (fractional, difficult 1 and 2), p2.png
     (128 x 96 px) with one tall rectangle, p3.png without a label file."""
     root = tmp_path / "dota"
-    _image(root / "images" / "p1.png", 300, 200)
-    _image(root / "images" / "p2.png", 128, 96)
-    _image(root / "images" / "p3.png", 32, 32)
+    write_image(root / "images" / "p1.png", 300, 200)
+    write_image(root / "images" / "p2.png", 128, 96)
+    write_image(root / "images" / "p3.png", 32, 32)
     write_dota_labels(root / "labelTxt" / "p1.txt", DotaLabels(
         [[20, 20, 60, 20, 60, 40, 20, 40], [110.25, 50.5, 180.75, 62.125, 170.5, 120.0, 101.0, 99.5],
          [250, 150, 290.5, 160, 280, 195.25, 245, 180]],
@@ -149,7 +137,7 @@ def test_dota_to_yolo_to_dota(dota: Path, tmp_path: Path):
 
 
 def test_yolo_writer_clips_to_the_image(tmp_path: Path):
-    _image(tmp_path / "d" / "images" / "e.png", 100, 50)
+    write_image(tmp_path / "d" / "images" / "e.png", 100, 50)
     write_dota_labels(
         tmp_path / "d" / "labelTxt" / "e.txt", DotaLabels([[-10, 5, 110, 5, 110, 60, -10, 60]], ["car"], [0])
     )
@@ -169,10 +157,10 @@ def test_yolo_writer_unknown_class(dota: Path, tmp_path: Path):
 
 
 def _coco(tmp_path: Path, annotations: list, **extra) -> Path:
-    _image(tmp_path / "imgs" / "c.png", 200, 100)
+    write_image(tmp_path / "imgs" / "c.png", 200, 100)
     data = {"images": [{"id": 7, "file_name": "c.png", "width": 200, "height": 100}], "annotations": annotations,
             "categories": [{"id": 1, "name": "plane"}, {"id": 2, "name": "small vehicle"}]} | extra  # fmt: skip
-    return _text(tmp_path / "ann.json", json.dumps(data, indent=1))
+    return write_text(tmp_path / "ann.json", json.dumps(data, indent=1))
 
 
 def test_coco_bboxes_by_hand(tmp_path: Path):
@@ -229,7 +217,7 @@ def test_malformed_coco(tmp_path: Path, annotation: dict, extra: dict, expected:
 
 
 def test_coco_bad_json_and_unknown_class(tmp_path: Path):
-    path = _text(tmp_path / "bad.json", '{"images": [\n  {"id": 1,}\n]}\n')
+    path = write_text(tmp_path / "bad.json", '{"images": [\n  {"id": 1,}\n]}\n')
     with pytest.raises(ConvertError, match=r"bad\.json:2: not valid JSON"):
         read_coco_rotated(tmp_path, path)
     path = _coco(tmp_path, [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [50, 40, 20, 10, 0]}])
@@ -264,7 +252,7 @@ def test_dota_to_coco_to_dota(dota: Path, tmp_path: Path):
         assert (after[name].classes, after[name].difficult.tolist()) == (labels.classes, labels.difficult.tolist())
     for entry in data["annotations"]:  # without segmentations the polygons are the bboxes' rectangles
         entry.pop("segmentation")
-    _text(tmp_path / "bare.json", json.dumps(data))
+    write_text(tmp_path / "bare.json", json.dumps(data))
     samples, _ = read_coco_rotated(tmp_path / "coco" / "images", tmp_path / "bare.json")
     np.testing.assert_allclose(samples[1].labels.polygons, [[20, 60, 20, 20, 40, 20, 40, 60]], atol=1e-9)
 
@@ -279,7 +267,7 @@ def test_tool_yolo_to_dota_and_back(yolo: Path, tmp_path: Path, capsys):
     assert TOOL(["--to", "coco-rotated", "--src", str(tmp_path / "d"), "--dst", str(tmp_path / "c"), "--copy"]) == 0
     assert not (tmp_path / "c" / "images" / "a.png").is_symlink()
     assert len(json.loads((tmp_path / "c" / "annotations.json").read_text())["annotations"]) == 2
-    _text(yolo / "labels" / "a.txt", "0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n0 0.1 0.2\n")
+    write_text(yolo / "labels" / "a.txt", "0 0.1 0.2 0.3 0.2 0.3 0.4 0.1 0.4\n0 0.1 0.2\n")
     assert TOOL(argv) == 1
     err = capsys.readouterr().err
     assert err == f"convert: error: {yolo / 'labels' / 'a.txt'}:2: expected 9 fields (class_index x1 y1 ... x4 y4, " \

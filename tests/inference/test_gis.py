@@ -25,6 +25,7 @@ from rotated_ddetr.inference import Detections, SceneError
 from rotated_ddetr.inference.gis import geojson_collection, write_geojson, write_gpkg
 from rotated_ddetr.inference.predictor import predict_scenes
 from rotated_ddetr.inference.writers import assemble_task1, check_formats, to_scene_result
+from tests.stand_ins import brightest_pixel_detector
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("plane", "ship")
@@ -106,18 +107,6 @@ def test_rfc7946_without_crs_is_in_pixels_and_unknown_crs_is_refused():
         geojson_collection(result, "plain", local, UTM)
 
 
-def _brightest(tiles):
-    """A stand-in detector that looks at the pixels: a box at each tile's brightest pixel, scored by the tile's mean
-    grey (distinct scores: the Task1 order is well defined)."""
-    detections = []
-    for tile in tiles:
-        grey = tile.astype(np.int64).sum(axis=2)
-        y, x = np.unravel_index(np.argmax(grey), grey.shape)
-        box = torch.tensor([[x + 0.5, y + 0.5, 24.0, 8.0, 0.4]])
-        detections.append(Detections(box, torch.tensor([grey.mean() / 765]), torch.tensor([int(x) % 2])))
-    return detections
-
-
 def _features(path):
     """(crs, layer metadata, rings (n, 5, 2), fields {name: values}) of a GeoPackage read back with pyogrio."""
     meta, _, geometry, values = pyogrio.raw.read(path)
@@ -134,7 +123,9 @@ def test_gpkg_reads_back_as_the_scene_result_and_task1_files(tmp_path):
     cv2.imwrite(str(tmp_path / "plain.png"), rgb.transpose(1, 2, 0))
     out, scenes = tmp_path / "out", [tmp_path / "geo.tif", tmp_path / "plain.png"]
     formats = ("gpkg", "geojson", "geojson-crs")
-    report = predict_scenes(scenes, _brightest, out, CLASSES, formats=formats, progress=False, tile_size=128, gap=16)
+    report = predict_scenes(
+        scenes, brightest_pixel_detector, out, CLASSES, formats=formats, progress=False, tile_size=128, gap=16
+    )
     assert report.done == scenes and sorted(p.name for p in (out / "gpkg").iterdir()) == ["geo.gpkg", "plain.gpkg"]
     assert assemble_task1(out, ["geo", "plain"], CLASSES) == []
     task1 = read_task1(out)
@@ -180,7 +171,7 @@ def test_missing_pyogrio_is_one_line_before_any_work(tmp_path, monkeypatch, caps
         check_formats(["dota", "gpkg"])
     check_formats(["dota", "geojson", "geojson-crs", "png"])  # the others need no pyogrio
     with pytest.raises(ValueError, match=message):
-        predict_scenes([tmp_path / "none.tif"], _brightest, tmp_path / "out", CLASSES, formats=("gpkg",))
+        predict_scenes([tmp_path / "none.tif"], brightest_pixel_detector, tmp_path / "out", CLASSES, formats=("gpkg",))
     infer = runpy.run_path(str(ROOT / "tools" / "infer.py"))["main"]
     args = [str(tmp_path / "none.pth"), str(tmp_path / "none.tif"), "--out", str(tmp_path / "out")]
     assert infer([*args, "--formats", "dota,gpkg"]) == 1

@@ -16,10 +16,11 @@ import rasterio
 import torch
 from rasterio.transform import Affine
 
-from rotated_ddetr.inference import Detections, RasterScene, SceneError, list_scenes, open_scene, plan_tiles
+from rotated_ddetr.inference import RasterScene, SceneError, list_scenes, open_scene, plan_tiles
 from rotated_ddetr.inference.predictor import predict_scenes, tiled_predict
 from rotated_ddetr.inference.sources import gdal_path, is_remote, remote_options, scene_name
 from rotated_ddetr.inference.writers import assemble_task1
+from tests.stand_ins import brightest_pixel_detector
 
 TRANSFORM = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)
 
@@ -86,17 +87,6 @@ def _write_tif(path, seed=0, height=384, width=512):
     return rgb
 
 
-def _brightest(tiles):
-    """A stand-in detector that looks at the pixels: a box at each tile's brightest pixel, scored by the tile's mean."""
-    detections = []
-    for tile in tiles:
-        grey = tile.astype(np.int64).sum(axis=2)
-        y, x = np.unravel_index(np.argmax(grey), grey.shape)
-        box = torch.tensor([[x + 0.5, y + 0.5, 20.0, 6.0, 0.2]])
-        detections.append(Detections(box, torch.tensor([grey.mean() / 765]), torch.tensor([int(y) % 2])))
-    return detections
-
-
 def test_names_gdal_paths_and_listing(tmp_path):
     signed = "https://host.example/data/scene_1.tif?X-Amz-Signature=ab%2Fc&X-Amz-Expires=60"
     assert [is_remote(s) for s in (signed, "s3://b/k.tif", "/vsicurl/http://h/a.tif", "a.tif", tmp_path)] == [
@@ -135,12 +125,12 @@ def test_url_gives_the_local_detections(tmp_path, server):
     base, root, _ = server
     _write_tif(root / "scene.tif", seed=1)
     options = dict(tile_size=160, gap=32, rates=(1.0, 0.5), batch_size=3)
-    remote = tiled_predict(f"{base}/scene.tif", _brightest, **options)
-    local = tiled_predict(root / "scene.tif", _brightest, **options)
+    remote = tiled_predict(f"{base}/scene.tif", brightest_pixel_detector, **options)
+    local = tiled_predict(root / "scene.tif", brightest_pixel_detector, **options)
     assert len(local.scores) >= 10
     for field in ("rboxes", "scores", "labels"):  # exactly the same pixels, so exactly the same boxes
         torch.testing.assert_close(getattr(remote, field), getattr(local, field), atol=0, rtol=0)
-    reports = [predict_scenes([scene], _brightest, tmp_path / name, ("a", "b"), progress=False, **options)
+    reports = [predict_scenes([scene], brightest_pixel_detector, tmp_path / name, ("a", "b"), progress=False, **options)
                for name, scene in (("remote", f"{base}/scene.tif"), ("local", root / "scene.tif"))]  # fmt: skip
     assert reports[0].done == [f"{base}/scene.tif"] and reports[1].done == [root / "scene.tif"]
     for name in ("remote", "local"):
@@ -199,7 +189,9 @@ def test_unreachable_and_missing_urls_are_scene_errors_naming_them(tmp_path, ser
             open_scene(url)
         assert str(error.value).startswith(f"{url}: cannot open as a raster")
     _write_tif(root / "good.tif")
-    report = predict_scenes([dead, f"{base}/good.tif"], _brightest, tmp_path / "out", ("a", "b"), progress=False)
+    report = predict_scenes(
+        [dead, f"{base}/good.tif"], brightest_pixel_detector, tmp_path / "out", ("a", "b"), progress=False
+    )
     assert report.done == [f"{base}/good.tif"] and list(report.failed) == [dead] and dead in report.failed[dead]
 
 

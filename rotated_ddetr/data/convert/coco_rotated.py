@@ -34,9 +34,10 @@ from rotated_ddetr.data.convert.common import (
     ConversionReport,
     ConvertError,
     LabelledImage,
-    drop_unknown_classes,
+    class_list,
     place_image,
     read_dota_dataset,
+    sized_samples,
     skip_or_raise,
 )
 from rotated_ddetr.data.dota import DotaLabels
@@ -284,18 +285,11 @@ def write_coco_rotated(
     """
     dst = Path(dst)
     samples, report = read_dota_dataset(src, lenient)
-    names = list(classes) if classes is not None else sorted({c for s in samples for c in s.labels.classes})
-    category = {name: i for i, name in enumerate(names, start=1)}
+    category = {name: i for i, name in enumerate(class_list(samples, classes), start=1)}
     (dst / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for sample in samples:
-        try:
-            height, width = probe_image(sample.image).image_size
-        except ImageError as error:
-            skip_or_raise(ConvertError(str(error)), lenient, report)
-            continue
-        labels = drop_unknown_classes(Path(src) / "labelTxt" / f"{sample.image.stem}.txt", sample.labels, category,
-                                      lenient, report)  # fmt: skip
+    for sample, (height, width) in sized_samples(src, samples, category, lenient, report):
+        labels = sample.labels
         images.append({"id": len(images) + 1, "file_name": sample.image.name, "width": width, "height": height})
         annotations += _annotations(labels, len(images), len(annotations) + 1, category)
         place_image(sample.image, dst / "images", copy)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from rotated_ddetr.data.dataset import image_files
 from rotated_ddetr.data.dota import DotaFormatError, DotaLabels, read_dota_labels, write_dota_labels
+from rotated_ddetr.images import ImageError, probe_image
 
 
 class ConvertError(ValueError):
@@ -131,3 +132,28 @@ def drop_unknown_classes(
         skip_or_raise(ConvertError(f"{message} ({len(known)} names)"), lenient, report)
     classes = [name for name, kept in zip(labels.classes, keep.tolist(), strict=True) if kept]
     return DotaLabels(labels.polygons[keep], classes, labels.difficult[keep])
+
+
+def class_list(samples: Iterable[LabelledImage], classes: Sequence[str] | None) -> list[str]:
+    """The class list a writer of another format uses: `classes` as given, else the sorted set of the samples'."""
+    return list(classes) if classes is not None else sorted({c for s in samples for c in s.labels.classes})
+
+
+def sized_samples(
+    src: str | os.PathLike,
+    samples: Iterable[LabelledImage],
+    known: Collection[str],
+    lenient: bool,
+    report: ConversionReport,
+) -> Iterator[tuple[LabelledImage, tuple[int, int]]]:
+    """What writers of other formats write: each sample of the DOTA root `src` with its image size (height, width)
+    and without the objects whose class is not in `known` (`drop_unknown_classes`). An unreadable image is a
+    ConvertError naming it, or with `lenient` is skipped and reported."""
+    for sample in samples:
+        try:
+            size = probe_image(sample.image).image_size
+        except ImageError as error:
+            skip_or_raise(ConvertError(str(error)), lenient, report)
+            continue
+        label_path = Path(src) / "labelTxt" / f"{sample.image.stem}.txt"
+        yield LabelledImage(sample.image, drop_unknown_classes(label_path, sample.labels, known, lenient, report)), size

@@ -24,9 +24,10 @@ from rotated_ddetr.data.convert.common import (
     ConversionReport,
     ConvertError,
     LabelledImage,
-    drop_unknown_classes,
+    class_list,
     place_image,
     read_dota_dataset,
+    sized_samples,
     skip_or_raise,
 )
 from rotated_ddetr.data.dota import DotaLabels, format_numbers
@@ -190,19 +191,12 @@ def write_yolo_obb(
     """
     dst = Path(dst)
     samples, report = read_dota_dataset(src, lenient)
-    names = list(classes) if classes is not None else sorted({c for s in samples for c in s.labels.classes})
+    names = class_list(samples, classes)
     index = {name: i for i, name in enumerate(names)}
     (dst / "images").mkdir(parents=True, exist_ok=True)
     clipped = 0
-    for sample in samples:
-        try:
-            height, width = probe_image(sample.image).image_size
-        except ImageError as error:
-            skip_or_raise(ConvertError(str(error)), lenient, report)
-            continue
-        labels = drop_unknown_classes(
-            Path(src) / "labelTxt" / f"{sample.image.stem}.txt", sample.labels, index, lenient, report
-        )
+    for sample, (height, width) in sized_samples(src, samples, index, lenient, report):
+        labels = sample.labels
         corners = labels.polygons.reshape(-1, 4, 2)
         clipped += int(((corners < 0) | (corners > (width, height))).any(axis=(1, 2)).sum()) if clip else 0
         lines = _yolo_lines(labels, (height, width), index, clip)
