@@ -2,20 +2,23 @@
 
 Written atomically (temp file + rename through `rotated_ddetr.fileio`) by the training loop; read back with
 `torch.load(weights_only=True)` to resume training (`load_checkpoint`) or to run inference (`load_model`).
+Release files are weights only: safetensors plus the config as JSON beside them (`save_weights`, `load_weights`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from rotated_ddetr.config import Config, ConfigError
-from rotated_ddetr.fileio import atomic_open
+from rotated_ddetr.fileio import atomic_open, atomic_write_text
 from rotated_ddetr.model import Detector, build_model
 
 FORMAT_VERSION = 1
@@ -120,24 +123,92 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Detector, Config, tuple[str, ...]]:
-    """The trained detector of a checkpoint, for inference.
+    """The trained detector of a checkpoint (`.pth`) or of release weights (`.safetensors` + `.json`), for inference.
 
-    The backbone's `pretrained` path is not needed (all weights come from the checkpoint).
+    The backbone's `pretrained` path is not needed (all weights come from the file).
 
     Returns:
         (model on `device` in eval mode, its resolved Config, its class names in label order).
 
     Raises:
-        FileNotFoundError, CheckpointError: see `load_checkpoint`; also a config or weights that do not fit.
+        FileNotFoundError, CheckpointError: see `load_checkpoint`, `load_weights`; also a config or weights that do
+            not fit.
     """
-    state = load_checkpoint(path)
+    weights, config, classes = load_weights(path)
     try:
-        cfg = Config.from_dict(state["config"])
+        cfg = Config.from_dict(config)
     except ConfigError as error:
         raise CheckpointError(f"{path}: bad stored config ({error})") from None
     model = build_model(dataclasses.replace(cfg.model, pretrained=None))
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: the weights do not fit the stored config ({error})") from None
-    return model.to(device).eval(), cfg, tuple(state["classes"])
+    return model.to(device).eval(), cfg, classes
+
+
+WEIGHTS_FORMAT = "rotated_ddetr.weights"
+
+
+def weights_config_path(path: str | os.PathLike) -> Path:
+    """The config JSON beside a weights file: `model.safetensors` -> `model.json`."""
+    return Path(path).with_suffix(".json")
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module, cfg: Config, classes: tuple[str, ...] | list[str]) -> Path:
+    """Writes a release file pair: the weights as safetensors at `path` (no pickle) and the resolved config and
+    classes as JSON beside it (`weights_config_path`), both atomically. `load_weights` and `load_model` read it.
+
+    Returns:
+        The JSON's path.
+
+    Raises:
+        ValueError: `path` does not end in ".safetensors".
+        ImportError: safetensors is not installed (`pip install safetensors`).
+    """
+    from safetensors.torch import save as save_safetensors  # optional: only the release files need it
+
+    if Path(path).suffix != ".safetensors":
+        raise ValueError(f"weights file must end in .safetensors, got {path}")
+    # Tensors that share storage (none today) would be refused by safetensors: each is written as its own copy.
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in unwrap(model).state_dict().items()}
+    meta = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict()}
+    meta["classes"] = list(classes)
+    with atomic_open(path, "wb") as f:
+        f.write(save_safetensors(tensors))
+    atomic_write_text(weights_config_path(path), json.dumps(meta, indent=1) + "\n")
+    return weights_config_path(path)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], tuple[str, ...]]:
+    """The model weights, stored config (as a dict) and classes of a training checkpoint (`.pth`) or of a release
+    pair (`.safetensors` + `.json`, `save_weights`), on the CPU.
+
+    Raises:
+        FileNotFoundError: the file, or the JSON beside a .safetensors, is missing.
+        CheckpointError: unreadable, or not a rotated_ddetr file.
+    """
+    if Path(path).suffix != ".safetensors":
+        state = load_checkpoint(path)
+        return state["model"], state["config"], tuple(state["classes"])
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta_path = weights_config_path(path)
+    for required in (Path(path), meta_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"weights file not found: {required} (a .safetensors needs its .json beside it)")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: cannot read the weights ({error})") from None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT or not {"config", "classes"} <= set(meta):
+        raise CheckpointError(f"{meta_path}: not the config of rotated_ddetr weights (format {WEIGHTS_FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        version = meta["format_version"]
+        raise CheckpointError(f"{meta_path}: format {version} is newer than this code ({FORMAT_VERSION})")
+    return tensors, meta["config"], tuple(meta["classes"])
