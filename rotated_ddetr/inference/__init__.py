@@ -8,7 +8,7 @@ scores and labels. The one path from images to detections.
 
 from rotated_ddetr.inference.folder import predict_folder
 from rotated_ddetr.inference.merge import merge_detections, tile_to_scene, touches_inner_edge
-from rotated_ddetr.inference.postprocess import Detections, postprocess
+from rotated_ddetr.inference.postprocess import Detections, postprocess, postprocess_raw
 from rotated_ddetr.inference.predictor import Predictor, predict_scenes, tiled_predict
 from rotated_ddetr.inference.scenes import (
     ArrayScene,
@@ -36,6 +36,7 @@ __all__ = [
     "open_scene",
     "plan_tiles",
     "postprocess",
+    "postprocess_raw",
     "predict_folder",
     "predict_scenes",
     "prefetch_batches",

@@ -83,9 +83,35 @@ def postprocess(
     Raises:
         ValueError: an option out of range (`check_postprocess_options`).
     """
-    check_postprocess_options(top_k, score_threshold, nms_iou)
-    logits, rboxes = outputs.logits[-1], outputs.rboxes[-1]  # (B, Q, C), (B, Q, 5)
     sizes = outputs.image_sizes if image_sizes is None else image_sizes
+    return postprocess_raw(outputs.logits[-1], outputs.rboxes[-1], sizes, top_k, score_threshold, nms_iou)
+
+
+@torch.no_grad()
+def postprocess_raw(
+    logits: torch.Tensor,
+    rboxes: torch.Tensor,
+    image_sizes: torch.Tensor,
+    top_k: int = 500,
+    score_threshold: float = 0.0,
+    nms_iou: float = 0.0,
+) -> list[Detections]:
+    """`postprocess` of the last layer's raw outputs: what an exported model (`rotated_ddetr.export`: ONNX, pt2)
+    returns, or `RotatedDETR.forward_raw`.
+
+    Args:
+        logits: (B, Q, C) class logits (a tensor or a numpy array, e.g. ONNX Runtime's output).
+        rboxes: (B, Q, 5) normalised rboxes.
+        image_sizes: (B, 2) (height, width) in pixels that the rboxes are normalised by: the images' size for an
+            exported model, which sees no padding.
+        top_k, score_threshold, nms_iou: as `postprocess`.
+
+    Returns:
+        One `Detections` per image, sorted by decreasing score.
+    """
+    check_postprocess_options(top_k, score_threshold, nms_iou)
+    logits, rboxes = torch.as_tensor(logits), torch.as_tensor(rboxes)
+    sizes = torch.as_tensor(image_sizes, device=rboxes.device)
     b, q, c = logits.shape
     scores, index = logits.float().sigmoid().flatten(1).topk(min(top_k, q * c), dim=1)  # (B, k)
     queries, labels = torch.div(index, c, rounding_mode="floor"), index % c

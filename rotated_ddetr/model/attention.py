@@ -4,7 +4,9 @@ One module serves the encoder (tokens with axis-aligned square references) and t
 references). Offsets are rotated in pixels and only then normalised, so sampling is isotropic on any image shape.
 """
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rotated_ddetr.boxes import denormalize_rboxes
-from rotated_ddetr.ops import ms_deform_attn
+from rotated_ddetr.ops import ms_deform_attn, ms_deform_attn_static
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,15 @@ class RotatedMSDeformAttn(nn.Module):
         n_levels: feature levels.
         n_heads: attention heads.
         n_points: sampling points per head and level.
+
+    Attributes:
+        reference_ops: run the sampling with the pure-PyTorch twin (`ops.ms_deform_attn_static`: grid_sample, so
+            traceable and exportable to ONNX) instead of the compiled op; set through `reference_ops(model)`.
     """
 
     def __init__(self, *, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4) -> None:
         super().__init__()
+        self.reference_ops = False
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.n_levels, self.n_heads, self.n_points = n_levels, n_heads, n_points
@@ -135,5 +142,27 @@ class RotatedMSDeformAttn(nn.Module):
         locations = rbox_sampling_locations(reference_rboxes, offsets, layout.image_sizes, layout.valid_ratios)
         # Locations and weights stay in their own (float32) precision: under bf16 autocast, rounding a location to
         # bf16 would move it by up to ~0.25 px on a 128-px level; the op computes positions in float32 itself.
-        output = ms_deform_attn(value, layout.spatial_shapes, layout.level_start_index, locations, weights)
+        if self.reference_ops:
+            output = ms_deform_attn_static(layout.level_shapes, value, locations, weights)
+        else:
+            output = ms_deform_attn(value, layout.spatial_shapes, layout.level_start_index, locations, weights)
         return self.output_proj(output)
+
+
+@contextlib.contextmanager
+def reference_ops(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Within the block, every `RotatedMSDeformAttn` of `model` samples with the pure-PyTorch twin (`enabled`) or
+    with the compiled op where one exists (not `enabled`); each module's setting is restored on exit.
+
+    The twin is what ONNX export traces (grid_sample becomes ONNX GridSample: no custom op); the results equal the
+    compiled op's to float32 rounding.
+    """
+    modules = [module for module in model.modules() if isinstance(module, RotatedMSDeformAttn)]
+    before = [module.reference_ops for module in modules]
+    for module in modules:
+        module.reference_ops = enabled
+    try:
+        yield model
+    finally:
+        for module, setting in zip(modules, before, strict=True):
+            module.reference_ops = setting

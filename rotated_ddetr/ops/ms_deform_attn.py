@@ -5,13 +5,15 @@ inputs' device, otherwise `ms_deform_attn_reference`, its grid_sample twin; `bac
 which one runs.
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rotated_ddetr.ops._extension import extension_loaded, has_kernel
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_reference"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_reference", "ms_deform_attn_static"]
 
 _VALUE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -113,15 +115,34 @@ def ms_deform_attn_reference(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
     )
     levels = _read_levels(spatial_shapes, level_start_index, value.shape[1])
+    return ms_deform_attn_static([(height, width) for height, width, _ in levels], value, sampling_locations,
+                                 attention_weights)  # fmt: skip
+
+
+def ms_deform_attn_static(
+    level_shapes: Sequence[tuple[int, int]], value: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """`ms_deform_attn_reference` with the level table as Python ints and no checks: the form that tracing
+    (ONNX export, `torch.export` without the compiled op) needs, since it reads no tensor back. The model's
+    `reference_ops` switch runs this.
+
+    Args:
+        level_shapes: ((H_l, W_l), ...) of each level, in the order they are concatenated on value's S axis.
+        value, sampling_locations, attention_weights: as `ms_deform_attn`.
+
+    Returns:
+        (B, Q, M * D) in value's dtype, computed in float32 (float64 for float64 values).
+    """
     accumulate = _accumulation_dtype(value.dtype)
     batch, _, heads, channels = value.shape
     _, queries, _, num_levels, points, _ = sampling_locations.shape
     grids = 2 * sampling_locations.to(accumulate) - 1  # [0, 1] -> grid_sample's [-1, 1]
-    sampled = []
-    for level, (height, width, start) in enumerate(levels):
+    sampled, start = [], 0
+    for level, (height, width) in enumerate(level_shapes):
         # (B, H*W, M, D) -> (B, M, D, H*W) -> (B*M, D, H, W)
         value_l = value[:, start : start + height * width].to(accumulate).permute(0, 2, 3, 1)
         value_l = value_l.reshape(batch * heads, channels, height, width)
+        start += height * width
         # (B, Q, M, P, 2) -> (B, M, Q, P, 2) -> (B*M, Q, P, 2)
         grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
         # (B*M, D, Q, P): bilinear, zeros outside, pixel centres at (i + 0.5) / size
