@@ -92,6 +92,7 @@ def test_errors(tmp_path):
 # Config fields that came after the `train` section was split (issue 11).
 ADDED_AFTER_THE_SPLIT = (
     "train.max_steps", "data.cache_images", "loss.iou_aware", "loss.kld_symmetric", "data.skip_bad_images",
+    "train.init_from",
 )  # fmt: skip
 
 
