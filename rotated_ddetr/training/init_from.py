@@ -101,26 +101,44 @@ def log_init(logger: RunLogger, step: int, path: str, report: InitReport | None,
 
 
 def group_names(names: list[str], detail: dict[str, str], limit: int) -> list[str]:
-    """Tensor names grouped over their layer indices, at most `limit` groups (then a count of the rest).
+    """Tensor names grouped over their layer indices, then by module when long: at most `limit` groups (then a
+    count of the rest).
 
     Names that differ only in numeric parts, with the same `detail`, are one group: "decoder.class_heads.0.bias"
     and "decoder.class_heads.1.bias" -> "decoder.class_heads.{0,1}.bias"; `detail[name]` (e.g. the shapes) follows.
+    While that gives more than `limit` groups, names are grouped by ever shorter module prefixes instead, without
+    details: "encoder.layers.{0,1}.* (16)" stands for 16 tensors under those modules.
     """
-    groups: dict[tuple[str, str], list[list[str]]] = defaultdict(list)
-    for name in names:
-        parts = name.split(".")
-        pattern = ".".join("#" if part.isdigit() else part for part in parts)
-        groups[(pattern, detail.get(name, ""))].append([part for part in parts if part.isdigit()])
+    depth = max((name.count(".") + 1 for name in names), default=1)
+    groups = _groups(names, detail, depth)
+    while len(groups) > limit and depth > 1:
+        depth -= 1
+        groups = _groups(names, {}, depth)
     shown = []
-    for (pattern, extra), numbers in list(groups.items())[:limit]:
-        values = [sorted({row[i] for row in numbers}, key=int) for i in range(len(numbers[0]))]
+    for (pattern, extra), members in list(groups.items())[:limit]:
+        if len(members) == 1:  # the name itself, with its detail
+            shown.append(f"{members[0][0]} {detail.get(members[0][0], '')}".rstrip())
+            continue
         text = pattern
-        for options in values:
+        for i in range(len(members[0][1])):
+            options = sorted({numbers[i] for _, numbers in members}, key=int)
             text = text.replace("#", options[0] if len(options) == 1 else "{" + ",".join(options) + "}", 1)
-        shown.append(f"{text} {extra}".rstrip())
+        count = f" ({len(members)})" if pattern.endswith(".*") else ""
+        shown.append(f"{text}{count} {extra}".rstrip())
     if len(groups) > limit:
         shown.append(f"... {len(groups) - limit} more groups (every name is in log.jsonl)")
     return shown
+
+
+def _groups(names: list[str], detail: dict[str, str], depth: int) -> dict[tuple[str, str], list]:
+    """(pattern of the first `depth` parts, numbers as "#", ".*" when cut; detail) -> [(name, its numbers), ...]."""
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for name in names:
+        parts = name.split(".")
+        head = parts[:depth]
+        pattern = ".".join("#" if part.isdigit() else part for part in head) + (".*" if len(parts) > depth else "")
+        groups[(pattern, detail.get(name, ""))].append((name, [part for part in head if part.isdigit()]))
+    return groups
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -45,6 +45,12 @@ def test_group_names_collapses_layer_indices():
         "decoder.class_heads.{0,1}.weight", "decoder.class_heads.{0,1}.bias [6] -> [7]",
         "proposals.class_head.bias [6] -> [7]",
     ]  # fmt: skip
+    # More groups than the limit: grouped by module (one level up at a time), singles by their full name.
+    layers = [f"encoder.layers.{i}.{leaf}" for i in (0, 1) for leaf in ("attn.weight", "attn.bias", "ffn.weight")]
+    names = [*layers, "level_embed", "decoder.class_heads.0.bias"]
+    assert group_names(names, detail, limit=3) == [
+        "encoder.layers.{0,1}.* (6)", "level_embed", "decoder.class_heads.0.bias [6] -> [7]"
+    ]  # fmt: skip
     many = [f"layer{i}.weight" for i in range(5)]
     assert group_names(many, {}, limit=2) == ["layer0.weight", "layer1.weight", "... 3 more groups (every name is "
                                               "in log.jsonl)"]  # fmt: skip
