@@ -1,8 +1,9 @@
 """Checkpoints: training state (model, optimiser, schedule, scaler, counters, RNG, resolved config, classes) <-> file.
 
 Written atomically (temp file + rename through `rotated_ddetr.fileio`) by the training loop; read back with
-`torch.load(weights_only=True)` to resume training (`load_checkpoint`) or to run inference (`load_model`).
-Release files are weights only: safetensors plus the config as JSON beside them (`save_weights`, `load_weights`).
+`torch.load(weights_only=True)` to resume training (`load_checkpoint`), to run inference (`load_model`) or, by name
+and shape, to initialise a new run (`load_matching`). Release files are weights only: safetensors plus the config as
+JSON beside them (`save_weights`, `load_weights`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,53 @@ class CheckpointError(ValueError):
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside a DistributedDataParallel (or any wrapper exposing `.module`)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@dataclasses.dataclass
+class MatchReport:
+    """What `load_matching` loaded into a model and what it left at the model's own values.
+
+    Attributes:
+        loaded: names of the tensors copied from the file (name and shape matched), in the model's order.
+        mismatched: name -> (shape in the file, shape in the model), for names both have.
+        missing: names the model has and the file lacks.
+        unexpected: names the file has and the model lacks (ignored).
+    """
+
+    loaded: list[str]
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
+    missing: list[str]
+    unexpected: list[str]
+
+    @property
+    def skipped(self) -> int:
+        """How many of the model's tensors kept their own values (shape mismatch or missing in the file)."""
+        return len(self.mismatched) + len(self.missing)
+
+
+def load_matching(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> MatchReport:
+    """Copies every tensor of `state_dict` whose name and shape match one of the model's (parameters and
+    persistent buffers), leaving the others as they are: the partial load of fine-tuning.
+
+    Args:
+        model: the model (DDP-wrapped or not: names are those of the plain module, `unwrap`).
+        state_dict: name -> tensor, e.g. the weights of `load_weights`; dtypes are converted to the model's.
+
+    Returns:
+        A `MatchReport` of what was loaded and what was skipped and why.
+    """
+    target = unwrap(model)
+    own = target.state_dict()
+    mismatched = {name: (tuple(value.shape), tuple(own[name].shape)) for name, value in state_dict.items()
+                  if name in own and tuple(value.shape) != tuple(own[name].shape)}  # fmt: skip
+    matching = {name: value for name, value in state_dict.items() if name in own and name not in mismatched}
+    target.load_state_dict(matching, strict=False)  # loads exactly `matching`: every name and shape fits
+    return MatchReport(
+        loaded=[name for name in own if name in matching],
+        mismatched=mismatched,
+        missing=[name for name in own if name not in state_dict],
+        unexpected=[name for name in state_dict if name not in own],
+    )
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,11 +1,20 @@
-"""Checkpoints: atomic writes, weights_only round trip of every part, RNG restore, load_model, clear errors."""
+"""Checkpoints: atomic writes, weights_only round trip of every part, RNG restore, load_model, clear errors, the
+partial load of fine-tuning (load_matching)."""
 
 import random
 
 import pytest
 import torch
+from torch import nn
 
-from rotated_ddetr.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, set_rng_state
+from rotated_ddetr.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_matching,
+    load_model,
+    save_checkpoint,
+    set_rng_state,
+)
 from rotated_ddetr.config import RENAMED, Config, resolve
 from tests.small_model import small_test_model_config
 
@@ -83,6 +92,7 @@ def test_errors(tmp_path):
 # Config fields that came after the `train` section was split (issue 11).
 ADDED_AFTER_THE_SPLIT = (
     "train.max_steps", "data.cache_images", "loss.iou_aware", "loss.kld_symmetric", "data.skip_bad_images",
+    "train.init_from",
 )  # fmt: skip
 
 
@@ -106,3 +116,54 @@ def test_checkpoint_with_an_old_config_loads(tmp_path):
     with pytest.warns(FutureWarning, match="train.output_dir -> output.dir"):
         _, loaded_cfg, _ = load_model(path)
     assert loaded_cfg == cfg
+
+
+class _Net(nn.Module):
+    """A body, a BatchNorm (buffers) and a head of `classes` outputs."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.body, self.norm, self.head = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, classes)
+
+
+def _matching_case() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A 5-class target and the state of a 3-class source without `norm.running_var`, with an extra key and a
+    float64 `body.bias`."""
+    torch.manual_seed(0)
+    source = _Net(3)
+    source.norm.running_mean.uniform_()  # not the target's zeros
+    state = {k: v.clone() for k, v in source.state_dict().items() if k != "norm.running_var"}
+    state["body.bias"] = state["body.bias"].double()
+    state["extra.weight"] = torch.ones(2)
+    torch.manual_seed(1)
+    return _Net(5), state
+
+
+def _check_matching(target: _Net, report, state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> None:
+    assert report.loaded == ["body.weight", "body.bias", "norm.weight", "norm.bias", "norm.running_mean",
+                             "norm.num_batches_tracked"]  # fmt: skip
+    assert report.mismatched == {"head.weight": ((3, 8), (5, 8)), "head.bias": ((3,), (5,))}
+    assert (report.missing, report.unexpected, report.skipped) == (["norm.running_var"], ["extra.weight"], 3)
+    now = target.state_dict()
+    for name in report.loaded:  # copied exactly (the float64 bias cast to the model's float32)
+        torch.testing.assert_close(now[name], state[name].to(now[name].dtype), rtol=0, atol=0, msg=name)
+    assert now["body.bias"].dtype == torch.float32
+    for name in ("head.weight", "head.bias", "norm.running_var"):  # kept their own values
+        torch.testing.assert_close(now[name], fresh[name], rtol=0, atol=0, msg=name)
+
+
+def test_load_matching_by_name_and_shape():
+    target, state = _matching_case()
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    _check_matching(target, load_matching(target, state), state, fresh)
+
+
+def test_load_matching_into_a_ddp_model(tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        target, state = _matching_case()
+        fresh = {k: v.clone() for k, v in target.state_dict().items()}
+        wrapped = nn.parallel.DistributedDataParallel(target)
+        _check_matching(target, load_matching(wrapped, state), state, fresh)  # names without "module."
+    finally:
+        torch.distributed.destroy_process_group()

@@ -84,8 +84,10 @@ def test_override_value_types():
     cfg = apply_overrides(
         Config(),
         ["model.depth=34", "model.two_stage=false", "train.max_minutes=2.5", "data.drop_difficult=(1, 2)",
-         "data.val_root=/tmp/x", "data.val_root=none", "train.epochs=1e1", "data.drop_difficult=()"],
+         "data.val_root=/tmp/x", "data.val_root=none", "train.epochs=1e1", "data.drop_difficult=()",
+         "train.init_from=runs/a/checkpoint_last.pth"],
     )  # fmt: skip
+    assert cfg.train.init_from == "runs/a/checkpoint_last.pth" and Config().train.init_from is None
     assert cfg.model.depth == 34 and cfg.model.two_stage is False and cfg.train.max_minutes == 2.5
     assert cfg.data.val_root is None and cfg.train.epochs == 10 and cfg.data.drop_difficult == ()
     assert Config().model.depth == 50  # overrides never touch the input
@@ -100,6 +102,7 @@ def test_override_value_types():
         ("train.max_minutes=0", "max_minutes"),
         ("data.hflip=1.5", "probabilities"),
         ("eval.score_threshold=1.5", r"eval.score_threshold must be in \[0, 1\], got 1.5"),
+        ("train.init_from=", "train.init_from must be a file path or none"),
     ],
 )
 def test_range_errors(override, message):

@@ -148,6 +148,10 @@ class TrainConfig(_Section):
         max_steps: stop cleanly the same way after this many optimiser steps (a budget independent of the
             machine's speed); with `max_minutes` too, whichever comes first.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
+        init_from: fine-tuning: a training checkpoint (.pth) or release weights (.safetensors with its .json) whose
+            tensors initialise the new run's model wherever name and shape match (the others, e.g. the class heads
+            of another class list, keep their fresh initialisation); optimiser and schedule start at step 0. None:
+            the usual initialisation. Ignored, with a note in the log, by a run that continues with `--resume`.
     """
 
     epochs: int = 50
@@ -158,6 +162,7 @@ class TrainConfig(_Section):
     max_minutes: float | None = None
     max_steps: int | None = None
     device: str = "auto"
+    init_from: str | None = None
 
 
 @dataclass

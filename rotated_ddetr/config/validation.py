@@ -49,6 +49,7 @@ def _validate(cfg: Config) -> None:
         (t.epochs >= 1 and t.batch_size >= 1 and t.num_workers >= 0, "train.epochs, batch_size >= 1, workers >= 0"),
         (t.max_minutes is None or t.max_minutes > 0, f"train.max_minutes must be > 0 or none, got {t.max_minutes}"),
         (t.max_steps is None or t.max_steps > 0, f"train.max_steps must be > 0 or none, got {t.max_steps}"),
+        (t.init_from is None or t.init_from.strip() != "", "train.init_from must be a file path or none"),
         (o.lr > 0 and o.lr_backbone >= 0 and o.weight_decay >= 0, "optim.lr > 0, lr_backbone and weight_decay >= 0"),
         (o.clip_max_norm >= 0 and o.lr_drop >= 0 and o.warmup_steps >= 0, "optim.clip_max_norm, lr_drop, warmup >= 0"),
         (0.0 <= o.lr_drop_time < 1.0, f"optim.lr_drop_time must be in [0, 1), got {o.lr_drop_time}"),

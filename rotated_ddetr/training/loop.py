@@ -1,8 +1,8 @@
 """The training loop: a resolved `Config` -> checkpoints, `config.json`, `log.jsonl` and TensorBoard in output.dir.
 
-Set-up (seeds, data, model, then `trainer.build_trainer`: criterion, AdamW, schedule; resume) -> epochs of
-`Trainer.step` -> a checkpoint after every epoch (and when `train.max_minutes` runs out) -> periodic DOTA mAP on
-`data.val_root`.
+Set-up (seeds, data, model and its `train.init_from` weights, then `trainer.build_trainer`: criterion, AdamW,
+schedule; resume) -> epochs of `Trainer.step` -> a checkpoint after every epoch (and when `train.max_minutes` runs
+out) -> periodic DOTA mAP on `data.val_root`.
 `tools/train.py` is a thin wrapper around `train`.
 """
 
@@ -41,6 +41,7 @@ from rotated_ddetr.fileio import atomic_open, atomic_write_text
 from rotated_ddetr.images import ImageError, plain_message
 from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.model import build_model
+from rotated_ddetr.training.init_from import InitReport, init_from, log_init
 from rotated_ddetr.training.logger import RunLogger
 from rotated_ddetr.training.run_folder import RunFolderError, claim_run_folder
 from rotated_ddetr.training.trainer import Trainer, build_trainer
@@ -123,6 +124,7 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
         model = build_model(cfg.model).to(ctx.device)
     except (OSError, ValueError) as error:  # e.g. model.pretrained missing or not a fitting ResNet
         raise SetupError(f"model: {error}") from error
+    report = _init_weights(cfg, ctx, model) if t.init_from is not None and resume is None else None
     steps_per_epoch = math.ceil(math.ceil(len(dataset) / ctx.world_size) / t.batch_size)
     trainer = build_trainer(cfg, model, ctx.device, steps_per_epoch, wrap_model(model, ctx))
     output = Path(cfg.output.dir)
@@ -136,10 +138,25 @@ def _setup(cfg: Config, ctx: DistContext, resume: str | os.PathLike | None) -> _
             raise
         # Records after the checkpoint's step that a killed run logged are superseded from here (`logger.read_log`).
         run.logger.log("resume", run.step, {"epoch": run.epoch, "batches_done": run.batches_done, "from": str(resume)})
+    if t.init_from is not None:
+        log_init(run.logger, run.step, t.init_from, report, show=ctx.is_main)
     run.logger.log("data", run.step, _data_record(dataset))
     if ctx.is_main:
         atomic_write_text(output / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     return run
+
+
+def _init_weights(cfg: Config, ctx: DistContext, model: torch.nn.Module) -> InitReport:
+    """`train.init_from` into the new model (`init_from.init_from`); SetupError on every process when any fails."""
+    report, problem = None, None
+    try:
+        report = init_from(model, cfg.train.init_from, cfg.data.classes, cfg.to_dict()["model"])
+    except (OSError, ValueError) as error:  # CheckpointError is a ValueError naming the file
+        problem = error
+    if any_process(problem is not None, ctx):  # one line: torch's unpickling errors span several
+        reason = " ".join(str(problem).split()) if problem else "another process could not load the file"
+        raise SetupError(f"train.init_from: {reason}")
+    return report
 
 
 def _data_record(dataset: DotaDataset) -> dict:
@@ -296,7 +313,8 @@ def train(
     Args:
         cfg: a resolved config (`rotated_ddetr.config.load_config`).
         ctx: the process's place in the job (`rotated_ddetr.distributed.init_distributed`).
-        resume: a checkpoint to continue from exactly (counters, optimiser, schedule, RNG, data position).
+        resume: a checkpoint to continue from exactly (counters, optimiser, schedule, RNG, data position); it wins
+            over `train.init_from`, which is then ignored with a note in the log.
         progress: show a tqdm bar (main process only).
         overwrite: replace the files of an earlier run found in `output.dir` (without it, or `resume`, such a folder
             is refused: `run_folder.claim_run_folder`).
