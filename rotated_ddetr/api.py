@@ -60,7 +60,7 @@ class Results:
     @property
     def polygons(self) -> np.ndarray:
         """(N, 4, 2) float32 corners (x, y) in pixels, in the box convention's order (DESIGN.md)."""
-        return rboxes_to_polygons(self.rboxes)
+        return rboxes_to_polygons(self.rboxes).reshape(-1, 4, 2)
 
     def scene_result(self) -> SceneResult:
         """The detections as the result files hold them (polygons rounded to 0.01 px, class names)."""
