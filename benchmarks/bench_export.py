@@ -38,7 +38,7 @@ from rotated_ddetr.structures import autocast_dtype  # noqa: E402
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="a trained checkpoint (default: --config with random weights)")
-    parser.add_argument("--config", default="configs/synthetic_tiny.py")
+    parser.add_argument("--config", default="synthetic_tiny")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)

@@ -8,7 +8,7 @@ python benchmarks/bench_tiled_inference.py [--scene-size 30000] [--checkpoint CK
 /tmp (deleted at the end), with bright rotated rectangles on a patterned ground, and runs `tiled_predict` over it in
 a fresh process with a classical detector doing real per-tile work (threshold, contours, minimum-area rectangles).
 Peak growth = VmHWM - VmRSS after imports, from /proc/self/status. (b), (c) run a model (the checkpoint's, or
---config's with random weights, configs/synthetic_tiny.py by default: the same compute) on a 4096 x 4096 GeoTIFF
+--config's with random weights, synthetic_tiny by default: the same compute) on a 4096 x 4096 GeoTIFF
 (--tiles-scene-size): model time on tiles already in memory vs `tiled_predict` end to end, on --device.
 """
 
@@ -160,7 +160,7 @@ def _timed(fn, device: str) -> tuple[float, float]:
 
 def bench_overhead(
     checkpoint: str | None,
-    config: str = "configs/synthetic_tiny.py",
+    config: str = "synthetic_tiny",
     device: str = "cpu",
     amp: str = "none",
     scene_size: int = 4096,
@@ -224,7 +224,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scene-size", type=int, default=30000, help="side of the (a) scene (default 30000)")
     parser.add_argument("--checkpoint", help="model checkpoint for (b), (c) (default: --config, random weights)")
-    parser.add_argument("--config", default="configs/synthetic_tiny.py", help="model config when no --checkpoint")
+    parser.add_argument("--config", default="synthetic_tiny", help="model config when no --checkpoint")
     parser.add_argument("--device", default="cpu", help="device of the model in (b), (c) (default cpu)")
     parser.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast of (b), (c)")
     parser.add_argument("--tiles-scene-size", type=int, default=4096, help="side of the (b), (c) scene")

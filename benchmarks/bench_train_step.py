@@ -102,7 +102,7 @@ def run(cfg, device: torch.device, steps: int, warmup: int, size: int, seed: int
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="config file, e.g. configs/dota_v1_r50.py")
+    parser.add_argument("config", help="config file, e.g. dota_v1_r50 or a .py file")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.num_queries=300")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=50, help="timed optimiser steps (default 50)")

@@ -28,9 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data sets, the run and predictions")
-    parser.add_argument(
-        "--config", default="configs/synthetic_tiny.py", help="config file (absolute, or relative to the repo root)"
-    )
+    parser.add_argument("--config", default="synthetic_tiny", help="a shipped config's short name or a config file")
     parser.add_argument("--minutes", type=float, default=15.0, help="training time (train.max_minutes)")
     parser.add_argument("--steps", type=int, help="train this many steps instead (train.max_steps; no time limit)")
     parser.add_argument("--train-seed", type=int, default=0)
@@ -68,7 +66,7 @@ def _cpu_jiffies() -> tuple[int, int]:
 def _train(args: argparse.Namespace, train_root: Path, run_dir: Path) -> dict:
     """Runs tools/train.py; returns its wall time and the CPU share it got."""
     budget = f"train.max_steps={args.steps}" if args.steps else f"train.max_minutes={args.minutes}"
-    command = [str(ROOT / "tools" / "train.py"), str(ROOT / args.config), f"data.train_root={train_root}",
+    command = [str(ROOT / "tools" / "train.py"), args.config, f"data.train_root={train_root}",
                budget, f"output.dir={run_dir}", "output.keep_last=0",
                *args.overrides, "--no-progress"]  # fmt: skip
     busy0, total0 = _cpu_jiffies()

@@ -1,6 +1,8 @@
-"""rotated_ddetr: Deformable DETR for oriented object detection in aerial and satellite imagery."""
+"""rotated_ddetr: Deformable DETR for oriented object detection in aerial and satellite imagery.
 
-import torch  # noqa: F401  (loads libc10/libtorch before the compiled extension, which has no RPATH to them)
+Importing the package imports nothing else (not even torch: `rotated-ddetr --help` stays fast); `ops._extension`
+imports torch before the compiled extension, which needs libtorch loaded.
+"""
 
 __version__ = "0.1.0"
 

@@ -51,7 +51,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     config = tmp_path / "micro.py"
     config.write_text(
         "from rotated_ddetr.config import load_config_file\n"
-        f"cfg = load_config_file({str(ROOT / 'configs' / 'synthetic_tiny.py')!r})\n"
+        "cfg = load_config_file('synthetic_tiny')\n"
         "cfg.model.d_model, cfg.model.ffn_dim, cfg.model.enc_layers, cfg.model.dec_layers = 32, 64, 1, 1\n"
         "cfg.model.num_queries, cfg.data.scale = 10, 1.0\n"
         "cfg.train.batch_size, cfg.train.num_workers, cfg.output.log_every, cfg.train.epochs = 1, 0, 1, 1\n"

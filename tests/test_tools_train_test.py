@@ -1,6 +1,7 @@
 """tools/train.py and tools/test.py end to end on a tiny synthetic set, their error messages for bad input, and
 the old `--*-thr` aliases of the threshold flags."""
 
+import importlib
 import json
 import os
 import runpy
@@ -33,7 +34,7 @@ def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("configs") / "micro.py"
     path.write_text(
         "from rotated_ddetr.config import load_config_file\n"
-        f"cfg = load_config_file({str(ROOT / 'configs' / 'synthetic_tiny.py')!r})\n"
+        "cfg = load_config_file('synthetic_tiny')\n"
         "cfg.model.d_model, cfg.model.ffn_dim, cfg.model.enc_layers, cfg.model.dec_layers = 32, 64, 1, 1\n"
         "cfg.model.num_queries = 10\n"
         "cfg.data.scale = 1.0\n"
@@ -111,13 +112,13 @@ def test_test_errors(dataset, tmp_path, capsys):
 @pytest.mark.parametrize(
     "tool, args, attribute",
     [
-        ("test.py", ["CKPT", "--data", "D", "--out", "O"], "score_threshold"),
-        ("infer.py", ["CKPT", "SCENE", "--out", "O"], "score_threshold"),
-        ("evaluate.py", ["--dets", "D", "--labels", "L"], "iou_threshold"),
+        ("test", ["CKPT", "--data", "D", "--out", "O"], "score_threshold"),
+        ("infer", ["CKPT", "SCENE", "--out", "O"], "score_threshold"),
+        ("evaluate", ["--dets", "D", "--labels", "L"], "iou_threshold"),
     ],
 )
 def test_threshold_flags_keep_their_thr_aliases(tool, args, attribute):
-    parse_args = runpy.run_path(str(ROOT / "tools" / tool))["parse_args"]
+    parse_args = importlib.import_module(f"rotated_ddetr.cli.{tool}").parse_args
     flag = "--" + attribute.replace("_", "-")
     assert getattr(parse_args([*args, flag, "0.25"]), attribute) == 0.25
     assert getattr(parse_args([*args, flag.replace("threshold", "thr"), "0.75"]), attribute) == 0.75

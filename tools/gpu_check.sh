@@ -4,7 +4,7 @@
 # 1. .venv (tools/setup_env.sh, torch from PyPI when missing), pip's CUDA toolkit (tools/pip_cuda_home.sh), the
 #    kernels built in place for the GPU present (TORCH_CUDA_ARCH_LIST from torch.cuda.get_device_capability());
 # 2. pytest -m cuda; 3. op benchmarks: MSDA kernel vs reference in fp32/bf16/fp16, rotated IoU, NMS (to 50k boxes);
-# 4. 50 training steps of configs/dota_v1_r50.py at 1024 px in bf16 on synthetic tiles (s/step, images/s, peak GPU
+# 4. 50 training steps of dota_v1_r50 at 1024 px in bf16 on synthetic tiles (s/step, images/s, peak GPU
 #    memory); 5. tiled inference of that model (tiles/s).
 # Writes OUT_DIR/gpu_check.md: a summary table (status, seconds, budget of every step), then each step's output.
 # Every step runs under `timeout` with its budget; a failing step is recorded and the next one still runs; the exit
@@ -73,9 +73,9 @@ gpu "pytest -m cuda" 105 python -m pytest -m cuda -q -rs tests
 gpu "bench MSDA (fp32/bf16/fp16)" 40 python benchmarks/bench_ops_msda.py --devices cuda --budget-s 1
 gpu "bench IoU and NMS" 35 python benchmarks/bench_ops_iou_nms.py --devices cuda --repeats 3 --iou-boxes 1000 \
   --dense-iou-boxes 500 --nms-large-objects 2500
-gpu "train r50 1024 px bf16, 50 steps" 100 python benchmarks/bench_train_step.py configs/dota_v1_r50.py \
+gpu "train r50 1024 px bf16, 50 steps" 100 python benchmarks/bench_train_step.py dota_v1_r50 \
   --device cuda --amp bf16 --steps 50 --warmup 3 --size 1024 --json "$out/train_r50.json"
-gpu "tiled inference r50 bf16" 35 python benchmarks/bench_tiled_inference.py --config configs/dota_v1_r50.py \
+gpu "tiled inference r50 bf16" 35 python benchmarks/bench_tiled_inference.py --config dota_v1_r50 \
   --device cuda --amp bf16 --skip-memory --repeats 2 --no-append
 if [[ $dry_run == 1 ]]; then
   step "scripts --help" 60 bash -c 'pids=(); for s in train_step ops_msda ops_iou_nms tiled_inference; do
@@ -83,7 +83,7 @@ if [[ $dry_run == 1 ]]; then
   step "smoke bench MSDA (CPU, small)" 60 python benchmarks/bench_ops_msda.py --devices cpu --small --budget-s 0.2
   step "smoke bench IoU and NMS (CPU)" 30 python benchmarks/bench_ops_iou_nms.py --devices cpu --repeats 1 \
     --iou-boxes 100 --dense-iou-boxes 50 --nms-objects 20 --nms-per-object 5 --nms-large-objects 40
-  step "smoke train r50 (CPU, 192 px, 1 step)" 60 python benchmarks/bench_train_step.py configs/dota_v1_r50.py \
+  step "smoke train r50 (CPU, 192 px, 1 step)" 60 python benchmarks/bench_train_step.py dota_v1_r50 \
     --device cpu --steps 1 --warmup 0 --size 192 --json "$out/train_r50.json"
   step "smoke tiled inference (CPU)" 60 python benchmarks/bench_tiled_inference.py --scene-size 1024 \
     --tiles-scene-size 1024 --repeats 1 --no-append

@@ -1,6 +1,7 @@
 """Typed configuration: config files (Python files defining `cfg`) + dotted overrides -> a resolved `Config`.
 
-`load_config(path, overrides)` runs the file, applies `key=value` overrides with type checking, computes derived
+`load_config(name, overrides)` runs the file (a path, a JSON config, or the short name of a shipped config:
+`shipped_configs()`, e.g. "synthetic_tiny"), applies `key=value` overrides with type checking, computes derived
 values and validates; `Config.to_dict`/`from_dict` give the JSON form stored in checkpoints and `config.json`.
 
 Sections: `model` (the detector), `data` (datasets, augmentation), `train` (the run: epochs, batch_size, num_workers,
@@ -19,10 +20,10 @@ key or the closest field.
 
 Modules: `schema` (sections, `Config`, `ConfigError`, type checks), `validation` (`resolve`: derived values and
 ranges), `overrides` (text -> typed values, `apply_overrides`, `config_differences`), `loading` (config files,
-`load_config`), `renamed` (`RENAMED`).
+shipped configs, `load_config`), `renamed` (`RENAMED`).
 """
 
-from rotated_ddetr.config.loading import load_config, load_config_file
+from rotated_ddetr.config.loading import load_config, load_config_file, shipped_configs
 from rotated_ddetr.config.overrides import apply_overrides, config_differences
 from rotated_ddetr.config.renamed import RENAMED
 from rotated_ddetr.config.schema import (
@@ -54,4 +55,5 @@ __all__ = [
     "load_config",
     "load_config_file",
     "resolve",
+    "shipped_configs",
 ]

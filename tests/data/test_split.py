@@ -22,10 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("split_dota_tool", ROOT / "tools" / "split_dota.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The subcommand module (`tools/*.py` are wrappers of its `main`)."""
+    return importlib.import_module("rotated_ddetr.cli.split")
 
 
 def _scene(root: Path, name: str, size_wh: tuple[int, int], labels: DotaLabels | None, suffix: str = ".png") -> Path:

@@ -18,7 +18,7 @@ EXPORT_SIZE = (256, 256)  # 8 x 8 tokens at the coarsest level: a fast export, a
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """`synthetic_tiny`'s detector with seed 0 as a training checkpoint."""
-    cfg = load_config("configs/synthetic_tiny.py")
+    cfg = load_config("synthetic_tiny")
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     path = tmp_path_factory.mktemp("export") / "tiny.pth"

@@ -1,5 +1,6 @@
 """Export: ONNX (standard operators, ONNX Runtime) and pt2 (the compiled op kept) compute the eager model's outputs;
-the release weights load back exactly; what cannot be exported is refused."""
+the release weights load back exactly; what cannot be exported is refused. The ONNX and pt2 files are written by
+`rotated-ddetr export` (`export_model` underneath): one export each covers the command and the library."""
 
 import dataclasses
 import json
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from rotated_ddetr.checkpoint import load_model, load_weights
+from rotated_ddetr.cli.main import main as cli_main
 from rotated_ddetr.export import ExportError, RawDetector, export_model
 from rotated_ddetr.inference import postprocess_raw
 from rotated_ddetr.model import reference_ops
@@ -31,11 +33,17 @@ def eager_outputs(tiny, tile_batch):
         return RawDetector(tiny[0])(tile_batch)
 
 
+def _export_command(checkpoint, fmt: str, out) -> None:
+    """`rotated-ddetr export CHECKPOINT --format FMT --out OUT --image-size 256 256`, which must succeed."""
+    size = [str(side) for side in EXPORT_SIZE]
+    assert cli_main(["export", str(checkpoint), "--format", fmt, "--out", str(out), "--image-size", *size]) == 0
+
+
 @pytest.fixture(scope="module")
-def onnx_file(tiny, tmp_path_factory):
-    model, cfg, classes = tiny
-    return export_model(model, cfg, classes, "onnx", tmp_path_factory.mktemp("onnx") / "tiny.onnx",
-                        image_size=EXPORT_SIZE)  # fmt: skip
+def onnx_file(tiny_checkpoint, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    _export_command(tiny_checkpoint, "onnx", path)
+    return path
 
 
 def test_reference_ops_switch_runs_the_twin_and_restores(tiny, tile_batch, eager_outputs):
@@ -78,9 +86,9 @@ def test_onnx_runtime_equals_eager_within_1e4(onnx_file, tile_batch, eager_outpu
 
 
 @pytest.mark.skipif(not extension_loaded(), reason="the compiled extension is not built")
-def test_pt2_keeps_the_compiled_op_and_equals_eager_within_1e5(tiny, tile_batch, eager_outputs, tmp_path):
-    model, cfg, classes = tiny
-    path = export_model(model, cfg, classes, "pt2", tmp_path / "tiny.pt2", image_size=EXPORT_SIZE)
+def test_pt2_keeps_the_compiled_op_and_equals_eager_within_1e5(tiny_checkpoint, tile_batch, eager_outputs, tmp_path):
+    path = tmp_path / "tiny.pt2"
+    _export_command(tiny_checkpoint, "pt2", path)
     program = torch.export.load(path)
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert "rotated_ddetr.ms_deform_attn.default" in targets

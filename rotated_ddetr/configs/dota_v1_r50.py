@@ -3,7 +3,7 @@
 Deformable DETR's recipe: AdamW 2e-4 (backbone 2e-5), weight decay 1e-4, gradient clipping 0.1, 50 epochs with a
 x0.1 drop after epoch 40, batch 2 per GPU (e.g. 8 GPUs under torchrun). The backbone should start from ImageNet
 weights in a local file (nothing is downloaded):
-    python tools/train.py configs/dota_v1_r50.py model.pretrained=/models/resnet50-0676ba61.pth
+    rotated-ddetr train dota_v1_r50 model.pretrained=/models/resnet50-0676ba61.pth
 Without them, train the backbone from scratch with model.backbone_norm=batch model.frozen_stages=0.
 
 On top of that recipe, what shortened training of the tiny synthetic config (benchmarks/RESULTS.md, issue 11) and

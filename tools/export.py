@@ -1,0 +1,11 @@
+"""`python tools/export.py ...` = `rotated-ddetr export ...`: for checkouts and torchrun scripts."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from rotated_ddetr.cli.export import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
