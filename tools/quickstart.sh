@@ -2,10 +2,11 @@
 # The README's first command: set up .venv in this checkout, then the main job end to end on the embedded default
 # data (a procedural synthetic DOTA-format aerial set), on a CPU, offline:
 #   1. generate a synthetic training set and split it into tiles exactly as the DOTA devkit does;
-#   2. train configs/synthetic_tiny.py for 4 minutes (--minutes N: longer runs score higher);
+#   2. train the shipped synthetic_tiny config for 4 minutes (--minutes N: longer runs score higher);
 #   3. render a large synthetic scene as a georeferenced GeoTIFF (--scene-size, default 4000 px) with its labels;
-#   4. detect objects in it tile by tile (tools/infer.py): DOTA Task1 files, GeoJSON, a picture;
-#   5. score the detections against the scene's labels (tools/evaluate.py).
+#   4. detect objects in it tile by tile (rotated-ddetr infer): DOTA Task1 files, GeoJSON, a picture;
+#   5. score the detections against the scene's labels (rotated-ddetr evaluate).
+# Every step is the installed command `rotated-ddetr` (tools/*.py are wrappers of the same code).
 # Usage: bash tools/quickstart.sh [--minutes N] [--scene-size PX] [--out DIR]     (outputs: work_dirs/quickstart)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,7 +19,7 @@ while [[ $# -gt 0 ]]; do
     --minutes) minutes=$2; shift 2 ;;
     --scene-size) scene_size=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "quickstart: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,26 +32,27 @@ bash tools/setup_env.sh
 source .venv/bin/activate
 
 step "synthetic training set and its 512 px tiles"
-python tools/make_synthetic.py --out "$out/synthetic" --images 60 --size 768 --seed 0 --workers 2 --quiet
-python tools/split_dota.py --src "$out/synthetic" --dst "$out/tiles" --tile-size 512 --gap 128 --quiet
+rotated-ddetr synth --out "$out/synthetic" --images 60 --size 768 --seed 0 --workers 2 --quiet
+rotated-ddetr split --src "$out/synthetic" --dst "$out/tiles" --tile-size 512 --gap 128 --quiet
 
-step "training configs/synthetic_tiny.py for $minutes minutes"
-python tools/train.py configs/synthetic_tiny.py "data.train_root=$out/tiles" "output.dir=$out/run" \
+step "training synthetic_tiny for $minutes minutes"
+rotated-ddetr train synthetic_tiny "data.train_root=$out/tiles" "output.dir=$out/run" \
   "train.max_minutes=$minutes" --no-progress
 
 step "a ${scene_size} x ${scene_size} px synthetic scene as a GeoTIFF, with its labels"
-python tools/make_synthetic.py --out "$out/scene" --scene-size "$scene_size" --format tif --seed 1
+rotated-ddetr synth --out "$out/scene" --scene-size "$scene_size" --format tif --seed 1
 
 step "tiled inference over the scene"
 rm -rf "$out/detections"
-python tools/infer.py "$out/run/checkpoint_last.pth" "$out/scene/images" --out "$out/detections" \
+rotated-ddetr infer "$out/run/checkpoint_last.pth" "$out/scene/images" --out "$out/detections" \
   --tile-size 512 --gap 128 --score-threshold 0.05
 
 step "evaluation against the scene's labels (DOTA Task1, VOC07 mAP at IoU 0.5)"
-python tools/evaluate.py --dets "$out/detections" --labels "$out/scene/labelTxt"
+rotated-ddetr evaluate --dets "$out/detections" --labels "$out/scene/labelTxt"
 
 step "done"
 echo "  picture:       $out/detections/pictures/scene_00000.png"
 echo "  GeoJSON:       $out/detections/geojson/scene_00000.geojson (RFC 7946: WGS84 longitude/latitude)"
 echo "  Task1 files:   $out/detections/Task1_{class}.txt (per scene: $out/detections/scenes/)"
 echo "  checkpoint:    $out/run/checkpoint_last.pth (train longer: bash tools/quickstart.sh --minutes 30)"
+echo "  in Python:     rotated_ddetr.load(\"$out/run/checkpoint_last.pth\").predict(\"image.png\")[0].plot()"
