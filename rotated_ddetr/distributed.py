@@ -91,7 +91,7 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 
 def init_inference(device: str = "auto") -> DistContext:
-    """`init_distributed` for inference jobs whose ranks work alone and meet only at the end (`tools/infer.py`).
+    """`init_distributed` for inference jobs whose ranks work alone and meet only at the end (`rotated-ddetr infer`).
 
     The group is gloo whatever the device (it only carries barriers) with a 7-day timeout (ranks may finish hours
     apart). With "auto" or "cuda", a process uses cuda:(LOCAL_RANK modulo the GPU count): more ranks than GPUs on a

@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rotated_ddetr.cli.parsing import command_parser
 from rotated_ddetr.data.convert.class_names import read_class_names
 from rotated_ddetr.data.convert.coco_rotated import read_coco_rotated, write_coco_rotated
 from rotated_ddetr.data.convert.common import write_dota_dataset
@@ -38,12 +39,7 @@ WRITERS = {"yolo-obb": write_yolo_obb, "coco-rotated": write_coco_rotated}  # --
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog or "convert",  # parser.error lines read "convert: error: ..."
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog or "convert")  # parser.error lines read "convert: error: ..."
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from", dest="source", choices=list(READERS), help="convert this format to DOTA")
     direction.add_argument("--to", dest="target", choices=list(WRITERS), help="convert DOTA to this format")

@@ -20,17 +20,13 @@ import sys
 from pathlib import Path
 
 from rotated_ddetr.checkpoint import CheckpointError, load_model, weights_config_path
+from rotated_ddetr.cli.parsing import command_parser
 from rotated_ddetr.export import FORMATS, MIN_OPSET, ExportError, export_model
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint of rotated-ddetr train, or .safetensors weights")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--out", required=True, type=Path, help="the file to write")

@@ -24,13 +24,13 @@ import sys
 from pathlib import Path
 
 from rotated_ddetr.checkpoint import CheckpointError
+from rotated_ddetr.cli.parsing import add_device_flags, command_parser
 from rotated_ddetr.distributed import barrier, init_inference, shutdown_distributed
 from rotated_ddetr.fileio import check_writable_folder
 from rotated_ddetr.inference.predictor import Predictor, check_tiled_options, predict_scenes
 from rotated_ddetr.inference.scenes import SceneError, list_scenes
 from rotated_ddetr.inference.sources import scene_name
 from rotated_ddetr.inference.writers import FORMATS, assemble_task1, check_formats
-from rotated_ddetr.structures import AMP_MODES
 
 # `tiled_predict`'s options -> their flags, for the messages of `check_tiled_options`.
 FLAGS = {"tile_size": "--tile-size", "gap": "--gap", "rates": "--rates", "batch_size": "--batch-size",
@@ -39,12 +39,7 @@ FLAGS = {"tile_size": "--tile-size", "gap": "--gap", "rates": "--rates", "batch_
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by rotated-ddetr train")
     parser.add_argument("inputs", nargs="+", help="scene files, folders of scenes, glob patterns, or URLs")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created; finished scenes skipped)")
@@ -58,9 +53,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                         "(default 0.1)")  # fmt: skip
     parser.add_argument("--max-dets", type=int, default=10000, help="detections kept per scene, >= 1 (default 10000)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per model call (default 8)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
-                        help="autocast (default auto: bf16 where the device computes it natively)")  # fmt: skip
+    add_device_flags(parser)
     parser.add_argument("--bands", type=int, nargs="+", help="raster bands to use as R G B (1-based)")
     parser.add_argument("--formats", default="dota,geojson,png", help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

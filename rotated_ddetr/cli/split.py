@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rotated_ddetr.cli.parsing import command_parser
 from rotated_ddetr.data.split import PRESETS, SplitOptions, check_split_options, split_dataset
 from rotated_ddetr.images import plain_message
 
@@ -28,12 +29,7 @@ FLAGS = {"tile_size": "--tile-size", "gap": "--gap", "rates": "--rates", "thresh
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog)
     parser.add_argument("--src", required=True, type=Path, help="dataset root holding images/ and labelTxt/")
     parser.add_argument("--dst", required=True, type=Path, help="output root (created; existing tiles are kept)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="ss (1.0, gap 200) or ms (0.5 1.0 1.5, gap 500)")

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from rotated_ddetr.cli.parsing import command_parser
 from rotated_ddetr.data.synthetic import (
     SYNTHETIC_CLASSES,
     SyntheticOptions,
@@ -29,12 +30,7 @@ from rotated_ddetr.data.synthetic import (
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog)
     parser.add_argument("--out", required=True, type=Path, help="dataset root to write (images/, labelTxt/)")
     parser.add_argument("--images", type=int, default=None, help="number of images (default 100; scenes: 1)")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")

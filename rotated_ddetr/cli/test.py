@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from rotated_ddetr.cli.parsing import add_device_flags, command_parser
 from rotated_ddetr.data.dataset import DotaImages
 from rotated_ddetr.data.dota import write_task1
 from rotated_ddetr.distributed import resolve_device
@@ -25,19 +26,13 @@ from rotated_ddetr.fileio import atomic_write_text, check_writable_folder
 from rotated_ddetr.images import ImageError
 from rotated_ddetr.inference import Predictor, predict_folder
 from rotated_ddetr.inference.postprocess import check_postprocess_options
-from rotated_ddetr.structures import AMP_MODES
 
 FLAGS = {"top_k": "--top-k", "score_threshold": "--score-threshold", "nms_iou": "--nms-iou"}  # messages' names
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by rotated-ddetr train")
     parser.add_argument("--data", required=True, type=Path, help="DOTA-layout folder: images/ (and labelTxt/)")
     parser.add_argument("--out", required=True, type=Path, help="folder for Task1_{class}.txt and metrics.json")
@@ -48,9 +43,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                         help="class-wise rotated NMS IoU per image, 0 = none (default: the config's)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--workers", type=int, default=1, help="image loading processes (default 1)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
-                        help="autocast (default auto: bf16 where the device computes it natively)")  # fmt: skip
+    add_device_flags(parser)
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="leave out unreadable images (counted; not evaluated) instead of stopping")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

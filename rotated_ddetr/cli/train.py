@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 
+from rotated_ddetr.cli.parsing import command_parser
 from rotated_ddetr.config import ConfigError, load_config
 from rotated_ddetr.distributed import init_distributed, shutdown_distributed
 from rotated_ddetr.training.loop import RunStopped, SetupError, train
@@ -26,12 +27,7 @@ from rotated_ddetr.training.loop import RunStopped, SetupError, train
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(__doc__, prog)
     parser.add_argument("config", help="a shipped config (synthetic_tiny, dota_v1_r50), a .py or a .json config")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
     parser.add_argument("--resume", metavar="PATH", help="checkpoint to continue from exactly")

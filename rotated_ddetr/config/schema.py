@@ -225,7 +225,7 @@ class LossConfig(_Section):
 
 @dataclass
 class EvalConfig(_Section):
-    """Periodic evaluation in training, and the detection defaults of `tools/test.py` and `Predictor`.
+    """Periodic evaluation in training, and the detection defaults of `rotated-ddetr test` and `Predictor`.
 
     Attributes:
         every: evaluate on `data.val_root` every this many epochs (0 = never; the last epoch always).

@@ -1,4 +1,4 @@
-"""DOTA-v1.0, 1024 x 1024 tiles (tools/split_dota.py), ResNet-50, two-stage + iterative refinement, 500 queries.
+"""DOTA-v1.0, 1024 x 1024 tiles (rotated-ddetr split), ResNet-50, two-stage + iterative refinement, 500 queries.
 
 Deformable DETR's recipe: AdamW 2e-4 (backbone 2e-5), weight decay 1e-4, gradient clipping 0.1, 50 epochs with a
 x0.1 drop after epoch 40, batch 2 per GPU (e.g. 8 GPUs under torchrun). The backbone should start from ImageNet

@@ -1,4 +1,4 @@
-"""Tiny detector for the procedural synthetic set (tools/make_synthetic.py, 512 px): trains on a CPU in minutes."""
+"""Tiny detector for the procedural synthetic set (rotated-ddetr synth, 512 px): trains on a CPU in minutes."""
 
 from rotated_ddetr.config import Config
 from rotated_ddetr.data.synthetic import SYNTHETIC_CLASSES

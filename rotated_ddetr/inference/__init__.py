@@ -2,8 +2,8 @@
 -> writers.
 
 `tiled_predict` runs a detector over a scene of any size; `predict_folder` runs a `Predictor` over a DOTA-layout
-folder's whole images (training-time evaluation, tools/test.py); `Detections` are one image's canonical pixel rboxes,
-scores and labels. The one path from images to detections.
+folder's whole images (training-time evaluation, rotated-ddetr test); `Detections` are one image's canonical pixel
+rboxes, scores and labels. The one path from images to detections.
 """
 
 from rotated_ddetr.inference.folder import predict_folder

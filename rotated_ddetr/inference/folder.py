@@ -1,6 +1,6 @@
 """A DOTA-layout folder's images -> a `Predictor` (each whole image one tile) -> Task1 detections per class.
 
-The path of the training loop's periodic evaluation and of `tools/test.py`, the same as tiled inference's from the
+The path of the training loop's periodic evaluation and of `rotated-ddetr test`, the same as tiled inference's from the
 tiles on: DataLoader workers decode `root/images` (`DotaImages`: uint8 RGB arrays), the predictor resizes, batches,
 detects and post-processes them, and each image's `Detections` (original pixels) become Task1 polygons per class.
 """

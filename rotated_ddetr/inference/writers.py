@@ -76,7 +76,7 @@ def write_task1_results(folder: str | os.PathLike, results: Mapping[str, SceneRe
     """Writes `Task1_{class}.txt` for every class of `classes` (empty files included) over all scenes.
 
     Lines `image score x1 y1 ... x4 y4`, scenes in the given order, each by decreasing score: ready for the DOTA
-    evaluation server and `tools/evaluate.py`.
+    evaluation server and `rotated-ddetr evaluate`.
     """
     per_class: dict[str, Task1Detections] = {}
     for name in classes:

@@ -3,7 +3,7 @@
 Set-up (seeds, data, model and its `train.init_from` weights, then `trainer.build_trainer`: criterion, AdamW,
 schedule; resume) -> epochs of `Trainer.step` -> a checkpoint after every epoch (and when `train.max_minutes` runs
 out) -> periodic DOTA mAP on `data.val_root`.
-`tools/train.py` is a thin wrapper around `train`.
+`rotated-ddetr train` is a thin wrapper around `train`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def test_safetensors_from_the_command_predict_as_the_checkpoint(tiny_checkpoint,
     [
         (
             ["--format", "onnx", "--opset", "17", "--image-size", *SIZE],
-            "--opset must be >= 18 (the exporter's own opset; ONNX's version converter cannot lower this graph), got 17",
+            "--opset must be >= 18 (the exporter's own opset; ONNX's version converter cannot lower this graph), "
+            "got 17",
         ),
         (
             ["--format", "onnx", "--image-size", "250", "256"],

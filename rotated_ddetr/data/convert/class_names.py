@@ -1,4 +1,4 @@
-"""Class-name files of the converters (`tools/convert.py --classes FILE`) -> the class names, index = class id.
+"""Class-name files of the converters (`rotated-ddetr convert --classes FILE`) -> the class names, index = class id.
 
 Two kinds: a YOLO `data.yaml` (`.yaml`/`.yml`; its `names:` as a list, or as the {id: name} mapping Ultralytics
 writes) or a text file with one name per line (line k holds id k - 1). Names come out in the one-token form a DOTA
