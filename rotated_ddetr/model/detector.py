@@ -112,6 +112,17 @@ class Detector(nn.Module):
         init = torch.cat((inverse_sigmoid(init), torch.zeros(num_queries, 1)), dim=-1)
         self.query_rboxes = nn.Parameter(init) if proposals is None else None
 
+    def class_rows(self) -> dict[str, int]:
+        """The state-dict tensors whose rows index the classes -> how many class rows they start with (the denoising
+        label embedding has one padding row after them): what fine-tuning remaps to another class list."""
+        heads = {f"decoder.class_heads.{i}": head for i, head in enumerate(self.decoder.class_heads)}
+        if self.proposals is not None:
+            heads["proposals.class_head"] = self.proposals.class_head
+        rows = {f"{prefix}.{name}": head.out_features for prefix, head in heads.items() for name in ("weight", "bias")}
+        if self.denoising is not None:
+            rows["denoising.label_embed.weight"] = self.denoising.num_classes
+        return rows
+
     @property
     def size_divisor(self) -> int:
         """Pad images to a multiple of this (the largest stride) so that every level covers the padded image."""

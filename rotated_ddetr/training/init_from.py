@@ -1,19 +1,26 @@
 """Fine-tuning (`train.init_from`): a checkpoint or release weights -> the matching tensors of a new run's model.
 
+When the class list changes and shares classes with the file's, the class-indexed tensors (class heads, denoising
+label embedding: `Detector.class_rows`) are first remapped by class name: each shared class takes its row of the
+file, new classes keep their fresh rows, classes the run no longer has are dropped. Without a shared class they load
+by position when the count is the same, else keep their fresh initialisation.
+
 Called by the training loop's set-up on a freshly built model, before the optimiser exists; the report it returns
 becomes the "init_from" record of `log.jsonl` and the summary printed by the main process (`log_init`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
-from rotated_ddetr.checkpoint import MatchReport, load_matching, load_weights
+from rotated_ddetr.checkpoint import MatchReport, load_matching, load_weights, unwrap
 from rotated_ddetr.config import config_differences
 from rotated_ddetr.training.logger import RunLogger
 
@@ -21,13 +28,25 @@ _SHOWN_GROUPS = 8  # per reason in the printed summary; the log record holds eve
 
 
 @dataclass
+class ClassRemap:
+    """How the class-indexed tensors were remapped by class name (`remap_class_rows`)."""
+
+    tensors: list[str]  # the remapped state-dict names
+    shared: list[str]  # classes whose rows came from the file
+    fresh: list[str]  # the run's classes the file lacks: fresh rows
+    dropped: list[str]  # the file's classes the run lacks
+
+
+@dataclass
 class InitReport:
-    """What `init_from` loaded from `path`: the `MatchReport` and the class names the file was trained for."""
+    """What `init_from` loaded from `path`: the `MatchReport`, the class names the file was trained for, and the
+    class-row remapping (None: the class lists are equal, or share no class)."""
 
     path: str
     match: MatchReport
     file_classes: tuple[str, ...]
     classes: tuple[str, ...]
+    remap: ClassRemap | None = None
 
     def record(self) -> dict[str, Any]:
         """The "init_from" record of `log.jsonl`: counts, every skipped name (with both shapes where they differ)."""
@@ -37,6 +56,7 @@ class InitReport:
             "shape_mismatch": {name: [list(a), list(b)] for name, (a, b) in m.mismatched.items()},
             "missing_in_file": m.missing, "unexpected_in_file": m.unexpected,
             "file_classes": list(self.file_classes), "same_classes": self.file_classes == self.classes,
+            "class_rows": None if self.remap is None else dataclasses.asdict(self.remap),
         }  # fmt: skip
 
     def summary(self) -> str:
@@ -54,8 +74,14 @@ class InitReport:
         if self.file_classes != self.classes:
             lines.append(f"  the file was trained for classes {list(self.file_classes)}, data.classes is "
                          f"{list(self.classes)}")  # fmt: skip
-            if len(self.file_classes) == len(self.classes):
-                lines.append("  (same count: the class heads loaded by position, row i = the file's class i)")
+            if self.remap is not None:
+                r = self.remap
+                fresh, dropped = r.fresh or "none", r.dropped or "none"
+                lines.append(f"  class rows of {len(r.tensors)} tensors remapped by name: {len(r.shared)} classes "
+                             f"from the file, fresh rows for {fresh}, dropped {dropped}")  # fmt: skip
+            elif len(self.file_classes) == len(self.classes):
+                lines.append("  (no class in common, same count: the class heads loaded by position, row i = the "
+                             "file's class i)")  # fmt: skip
         return "\n".join(lines)
 
 
@@ -77,13 +103,49 @@ def init_from(model: nn.Module, path: str | os.PathLike, classes: tuple[str, ...
         ValueError: no tensor of the file matches the model (the message lists how the model configs differ).
     """
     weights, config, file_classes = load_weights(path)
+    weights, remap = remap_class_rows(unwrap(model), weights, tuple(file_classes), tuple(classes))
     match = load_matching(model, weights)
     if not match.loaded:
         differ = config_differences({"model": config.get("model", {})}, {"model": model_config})
         detail = "; ".join(differ[:6]) + ("; ..." if len(differ) > 6 else "") if differ else "none"
         raise ValueError(f"{path}: none of its {len(weights)} tensors matches this model by name and shape "
                          f"(model config, file -> now: {detail})")  # fmt: skip
-    return InitReport(str(path), match, tuple(file_classes), tuple(classes))
+    return InitReport(str(path), match, tuple(file_classes), tuple(classes), remap)
+
+
+def remap_class_rows(
+    model: nn.Module, weights: dict[str, torch.Tensor], file_classes: tuple[str, ...], classes: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], ClassRemap | None]:
+    """The file's class-indexed tensors rewritten for the run's class list, by class name.
+
+    For each tensor of `model.class_rows()` whose file version has the file's class count (plus the same trailing
+    rows), a copy of the model's fresh tensor takes the file's row of every shared class and the file's trailing
+    rows. Other tensors are returned as they are.
+
+    Returns:
+        (the weights, remapped where that applies; the `ClassRemap`, or None when the lists are equal or share no
+        class: then nothing is changed).
+    """
+    shared = [name for name in classes if name in file_classes]
+    if file_classes == classes or not shared or not hasattr(model, "class_rows"):
+        return weights, None
+    own = model.state_dict()
+    new_rows = torch.tensor([classes.index(name) for name in shared])
+    file_rows = torch.tensor([file_classes.index(name) for name in shared])
+    weights, remapped = dict(weights), []
+    for name, count in model.class_rows().items():
+        value, fresh = weights.get(name), own[name]
+        extra = fresh.shape[0] - count  # trailing rows that are not classes (the denoising padding row)
+        if value is None or value.shape[0] != len(file_classes) + extra or value.shape[1:] != fresh.shape[1:]:
+            continue  # another layout: left to the shape check (reported, fresh)
+        rows = fresh.detach().clone()
+        rows[new_rows] = value[file_rows].to(rows.dtype)
+        rows[count:] = value[len(file_classes) :].to(rows.dtype)
+        weights[name] = rows
+        remapped.append(name)
+    fresh_classes = [name for name in classes if name not in file_classes]
+    dropped = [name for name in file_classes if name not in classes]
+    return weights, ClassRemap(remapped, shared, fresh_classes, dropped) if remapped else None
 
 
 def log_init(logger: RunLogger, step: int, path: str, report: InitReport | None, show: bool) -> None:
