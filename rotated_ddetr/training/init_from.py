@@ -22,6 +22,7 @@ from torch import nn
 
 from rotated_ddetr.checkpoint import MatchReport, load_matching, load_weights, unwrap
 from rotated_ddetr.config import config_differences
+from rotated_ddetr.model import Detector
 from rotated_ddetr.training.logger import RunLogger
 
 _SHOWN_GROUPS = 8  # per reason in the printed summary; the log record holds every name
@@ -114,7 +115,7 @@ def init_from(model: nn.Module, path: str | os.PathLike, classes: tuple[str, ...
 
 
 def remap_class_rows(
-    model: nn.Module, weights: dict[str, torch.Tensor], file_classes: tuple[str, ...], classes: tuple[str, ...]
+    model: Detector, weights: dict[str, torch.Tensor], file_classes: tuple[str, ...], classes: tuple[str, ...]
 ) -> tuple[dict[str, torch.Tensor], ClassRemap | None]:
     """The file's class-indexed tensors rewritten for the run's class list, by class name.
 
@@ -127,7 +128,7 @@ def remap_class_rows(
         class: then nothing is changed).
     """
     shared = [name for name in classes if name in file_classes]
-    if file_classes == classes or not shared or not hasattr(model, "class_rows"):
+    if file_classes == classes or not shared:
         return weights, None
     own = model.state_dict()
     new_rows = torch.tensor([classes.index(name) for name in shared])
